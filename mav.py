@@ -877,12 +877,13 @@ def upsample(video: torch.Tensor, scale: int = SR_SCALE) -> torch.Tensor:
     return rearrange(x, '(b f) c h w -> b c f h w', f=f)
 
 
-def noise_augment(x: torch.Tensor, t_aug: torch.Tensor, generator=None):
+def noise_augment(x: torch.Tensor, t_aug: torch.Tensor, generator=None, eps=None):
     """z_aug = α·x + σ·ε at time t_aug (b,) -> (z_aug, its log-SNR (b,))."""
     logsnr = logsnr_schedule(t_aug)
     alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
-    eps = torch.randn_like(x) if generator is None else torch.randn(x.shape, generator=generator).to(x.device)
-    return alpha * x + sigma * eps, logsnr
+    if eps is None:
+        eps = torch.randn_like(x) if generator is None else torch.randn(x.shape, generator=generator).to(x.device)
+    return alpha * x + sigma * eps.expand_as(x), logsnr
 
 
 @torch.no_grad()
@@ -894,11 +895,14 @@ def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, g
     """
     b, c, f, h, w = low.shape
     t_aug = torch.full((b,), SR_AUG_T, device=low.device)
-    cond, aug = noise_augment(upsample(low), t_aug, generator)
     shape = (b, c, f, SR_SCALE * h, SR_SCALE * w)
     if not framewise:
+        cond, aug = noise_augment(upsample(low), t_aug, generator)
         return sample(model, shape, text, null, aug=aug, cond=cond, generator=generator, **kw)
-    noise = torch.randn(b, c, 1, *shape[-2:], generator=generator).expand(shape)   # one noise per video
+    # one noise image per video, for the sample and for the augmentation alike
+    noise, eps = (torch.randn(b, c, 1, *shape[-2:], generator=generator).expand(shape).to(low.device)
+                  for _ in range(2))
+    cond, aug = noise_augment(upsample(low), t_aug, eps=eps)
     fold = lambda t: rearrange(t, 'b c f h w -> (b f) c h w')
     per_frame = lambda t: Text(*(repeat(x, 'b ... -> (b f) ...', f=f) for x in t))
     x = sample(model, (b * f, c, *shape[-2:]), per_frame(text), per_frame(null), noise=fold(noise),
@@ -945,6 +949,15 @@ def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
     weights = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
     atomic_save_tensors(weights, os.path.join(folder, stage + ".safetensors"))
     atomic_write_json({"stage": stage, "config": asdict(model.cfg), **meta}, os.path.join(folder, stage + ".json"))
+
+
+def checkpoint_meta(folder: str, stage: str) -> dict:
+    """The JSON beside a checkpoint, or {} if there is none."""
+    try:
+        with open(os.path.join(folder, stage + ".json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
 
 
 def load_checkpoint(folder: str, stage: str, device="cpu", text_encoder: str | None = None):

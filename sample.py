@@ -1,48 +1,74 @@
 """
-Sample a video from a prompt with the trained Make-A-Video model.
+Sample Moving MNIST videos from a prompt with the Make-A-Video cascade.
 
-    python sample.py --prompt "2 and four"                 # -> output/2_and_four.gif
+    python sample.py --prompt "2 and four"       # base 16x32² -> interp 76x32² -> SR 76x64² -> output/2_and_four.gif
     python sample.py --prompt "1 and 3" --prompt "6 and two" --num-samples 2   # a grid + grid.txt
-    python sample.py --prompt "2 and four" --out clip.mp4 --scale 4
+    python sample.py --prompt "2 and four" --stages base --out clip.mp4 --scale 4
+    python sample.py --prompt "2 and four" --extend 16                         # 32 base frames, then the rest
+    python sample.py --eval interp                 # PSNR on held-out clips vs linear blending
+    python sample.py --eval sr                     # PSNR on held-out clips vs bicubic
 
 The model knows prompts of the form "<digit> and <digit>", each digit a
 numeral or a word ("2 and four", "two and 4"). Other text still samples, with
 a warning.
 """
+import json
 import os
 import re
+import time
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from tqdm import tqdm
 
 import mav
 
-BASE_FPS = 8  # frames per second of a written base-rate clip
+BASE_FPS = 8                                            # frames per second of a base-rate clip
+STAGES = {"base": "video", "interp": "interp", "sr": "sr"}  # cascade stage -> checkpoint name
 
 
 def parse_args(argv=None):
-    p = mav.ArgumentParser(description="Sample Moving MNIST videos from text with Make-A-Video.",
+    p = mav.ArgumentParser(description="Sample Moving MNIST videos from text with the Make-A-Video cascade.",
                            formatter_class=mav.argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompt", action="append", default=None,
                    help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
-    p.add_argument("--num-samples", type=int, default=1, help="videos per prompt")
+    p.add_argument("--num-samples", type=int, default=None, help="videos per prompt (default 1; --eval: 32)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
-    p.add_argument("--steps", type=int, default=50, help="diffusion steps")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint)")
+    p.add_argument("--steps", type=int, default=50, help="diffusion steps of the base model")
+    p.add_argument("--interp-steps", type=int, default=20, help="diffusion steps of frame interpolation")
+    p.add_argument("--sr-steps", type=int, default=20, help="diffusion steps of super-resolution")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ancestral"])
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance weight (1 = none)")
-    p.add_argument("--frames", type=int, default=16, help="frames to generate")
-    p.add_argument("--checkpoints", default="checkpoints", help="folder with video.safetensors/.json")
-    p.add_argument("--text-encoder", default=None, help="must match the checkpoint's (default: the checkpoint's)")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="classifier-free guidance weight of the base model (1 = none); interp and SR run unguided")
+    p.add_argument("--frames", type=int, default=16, help="frames the base model generates")
+    p.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
+    p.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
+                   help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
+    p.add_argument("--checkpoints", default="checkpoints", help="folder with video/interp/sr checkpoints")
+    p.add_argument("--text-encoder", default=None, help="must match the checkpoints' (default: theirs)")
     p.add_argument("--out", default=None, help="output .gif or .mp4 (default output/<prompt>.gif)")
     p.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this factor")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--eval", default=None, choices=["interp", "sr"],
+                   help="score a stage on held-out clips (PSNR, with its simple baseline) and print JSON")
     args = p.parse_args(argv)
     args.prompt = args.prompt or ["2 and four"]
-    for name in ("num_samples", "steps", "frames", "scale"):
+    args.num_samples = args.num_samples if args.num_samples is not None else (32 if args.eval else 1)
+    for name in ("num_samples", "steps", "interp_steps", "sr_steps", "frames", "scale"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.guidance < 0:
         p.error("--guidance must be >= 0")
+    if args.extend < 0:
+        p.error("--extend must be >= 0")
+    if args.stages is not None:
+        args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        unknown = [s for s in args.stages if s not in STAGES]
+        if unknown or not args.stages:
+            p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: CUDA is not available here")
     return args
@@ -52,38 +78,137 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "empty"
 
 
+def load(args, stage: str):
+    """The checkpoint of a cascade stage, or a one-line error that says how to make it."""
+    name = STAGES[stage]
+    try:
+        return mav.load_checkpoint(args.checkpoints, name, args.device, text_encoder=args.text_encoder)
+    except mav.CheckpointError as e:
+        if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):
+            how = "--stage image && python train.py --stage video" if stage == "base" else f"--stage {name}"
+            mav.die(f"{e}; train it with: python train.py {how}")
+        mav.die(str(e))
+
+
+def choose_stages(args) -> list[str]:
+    if args.stages is not None:
+        stages = [s for s in STAGES if s in args.stages]  # always in cascade order
+    else:
+        stages = ["base"] + [s for s in ("interp", "sr")
+                             if os.path.exists(os.path.join(args.checkpoints, STAGES[s] + ".json"))]
+    if args.extend and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
+        mav.die(f"--extend continues clips with the interpolation network: no interp checkpoint in "
+                f"{args.checkpoints}/; train it with: python train.py --stage interp")
+    return stages
+
+
+def progress(desc):
+    return lambda steps: tqdm(steps, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def in_chunks(fn, n: int, size: int, *tensors):
+    """Run fn on slices of the batch (the first dim of every tensor and Text), then concatenate."""
+    outs = []
+    for i in range(0, n, size):
+        outs.append(fn(*(t[i:i + size] for t in tensors)))
+    return torch.cat(outs)
+
+
+def evaluate(args):
+    """PSNR of a stage on held-out clips against the truth, beside its simple baseline."""
+    stage = args.eval
+    model, meta = load(args, stage)
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    n, dev = args.num_samples, args.device
+    g = torch.Generator().manual_seed(args.seed)
+    data = mav.MovingMNIST("test")  # held-out digits only
+    t0 = time.time()
+    if stage == "interp":  # 76 true frames at 5x the rate; every 5th is given, 60 are made
+        video, labels = data.sample(n, frames=(args.frames - 1) * mav.INTERP_FACTOR + 1,
+                                    stride=1.0 / mav.INTERP_FACTOR, generator=g)
+        truth = mav.to_model(mav.area_downsample(video)).to(dev)
+        known = truth[:, :, ::mav.INTERP_FACTOR]
+        text, null = cache(mav.prompt_ids(labels, g)).to(dev), cache(torch.full((n,), mav.NULL_PROMPT)).to(dev)
+        made = in_chunks(lambda k, t, u: mav.interpolate(model, k, t, u, steps=args.interp_steps, guidance=1.0,
+                                                         sampler=args.sampler, generator=g),
+                         n, 8, known, text, null)
+        baseline = mav.linear_blend(known)
+        between = torch.arange(truth.shape[2]) % mav.INTERP_FACTOR != 0
+        score = lambda x: mav.psnr(mav.to_pixels(x[:, :, between]).cpu(), mav.to_pixels(truth[:, :, between]).cpu())
+        names = ("psnr", "psnr_linear_blend")
+        extra = {"frames": int(truth.shape[2]), "in_between_frames": int(between.sum()), "steps": args.interp_steps}
+    else:  # 64² truth, its 32² area-downsampled version in, 64² out
+        video, labels = data.sample(n, frames=args.frames, generator=g)
+        truth = mav.to_model(video).to(dev)
+        low = mav.to_model(mav.area_downsample(video)).to(dev)
+        text, null = cache(mav.prompt_ids(labels, g)).to(dev), cache(torch.full((n,), mav.NULL_PROMPT)).to(dev)
+        made = in_chunks(lambda lo, t, u: mav.super_resolve(model, lo, t, u, framewise=args.sr == "framewise",
+                                                            steps=args.sr_steps, guidance=1.0,
+                                                            sampler=args.sampler, generator=g),
+                         n, 4, low, text, null)
+        f = low.shape[2]
+        bicubic = F.interpolate(rearrange(low, 'b c f h w -> (b f) c h w'), scale_factor=mav.SR_SCALE,
+                                mode="bicubic", align_corners=False)
+        baseline = rearrange(bicubic, '(b f) c h w -> b c f h w', f=f).clamp(-1, 1)
+        score = lambda x: mav.psnr(mav.to_pixels(x).cpu(), mav.to_pixels(truth).cpu())
+        names = ("psnr", "psnr_bicubic")
+        extra = {"frames": f, "mode": args.sr, "steps": args.sr_steps}
+    result = {"eval": stage, "n": n, names[0]: round(score(made).mean().item(), 2),
+              names[1]: round(score(baseline).mean().item(), 2), **extra, "preset": meta.get("preset"),
+              "trained_steps": meta.get("step"), "seconds": round(time.time() - t0, 1)}
+    print(json.dumps(result))
+
+
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        model, meta = mav.load_checkpoint(args.checkpoints, "video", args.device, text_encoder=args.text_encoder)
-    except mav.CheckpointError as e:
-        if not os.path.exists(os.path.join(args.checkpoints, "video.json")):
-            mav.die(f"{e}; train it with: python train.py --stage image && python train.py --stage video")
-        mav.die(str(e))
+    if args.eval:
+        return evaluate(args)
+    stages = choose_stages(args)
+    needed = stages + (["interp"] if args.extend and "interp" not in stages else [])
+    models = {s: load(args, s) for s in needed}
+    encoders = {meta["text_encoder"] for _, meta in models.values()}
+    if len(encoders) > 1:
+        mav.die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: {sorted(encoders)}")
     for prompt in dict.fromkeys(args.prompt):
         if mav.parse_prompt(prompt) is None:
             print(f"warning: {prompt!r} is not of the form '<digit> and <digit>', the only text the model "
                   f"was trained on; sampling anyway", file=mav.sys.stderr)
 
     prompts = [p for p in args.prompt for _ in range(args.num_samples)]
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    cache = mav.TextCache.load_or_build(args.checkpoints, encoders.pop())
     text = cache.embed(prompts).to(args.device)
     null = cache.embed([""] * len(prompts)).to(args.device)
-    fps = torch.ones(len(prompts), device=args.device)
-    shape = (len(prompts), 1, args.frames, mav.BASE, mav.BASE)
-    bar = lambda steps: tqdm(steps, desc=f"video {args.frames}x{mav.BASE}²", dynamic_ncols=True)
-    x = mav.sample(model, shape, text, null, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                   fps=fps, generator=torch.Generator().manual_seed(args.seed), progress=bar)
+    g = torch.Generator().manual_seed(args.seed)
+    common = dict(sampler=args.sampler, generator=g)
+    n = len(prompts)
+
+    base = models["base"][0]
+    x = mav.sample(base, (n, 1, args.frames, mav.BASE, mav.BASE), text, null, steps=args.steps,
+                   guidance=args.guidance, fps=torch.ones(n, device=args.device),
+                   progress=progress(f"base {args.frames}x{mav.BASE}²"), **common)
+    fps = BASE_FPS
+    if args.extend:
+        x = mav.extend(models["interp"][0], x, args.extend, text, null, steps=args.interp_steps, guidance=1.0,
+                       progress=progress(f"extend +{args.extend}"), **common)
+    if "interp" in stages:
+        x = mav.interpolate(models["interp"][0], x, text, null, steps=args.interp_steps, guidance=1.0,
+                            progress=progress(f"interp {x.shape[2]}->{(x.shape[2] - 1) * mav.INTERP_FACTOR + 1}"),
+                            **common)
+        fps *= mav.INTERP_FACTOR
+    if "sr" in stages:
+        x = mav.super_resolve(models["sr"][0], x, text, null, framewise=args.sr == "framewise",
+                              steps=args.sr_steps, guidance=1.0,
+                              progress=progress(f"sr {mav.BASE}²->{mav.SR_SCALE * mav.BASE}² ({args.sr})"), **common)
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
 
     distinct = list(dict.fromkeys(args.prompt))
     out = args.out or os.path.join("output", (slug(distinct[0]) if len(distinct) == 1 else "grid") + ".gif")
-    mav.write_video(out, mav.video_grid(videos, pad=2 if len(videos) > 1 else 0), fps=BASE_FPS, scale=args.scale)
-    if len(videos) > 1:  # the prompts in grid order, row by row, like the seed's tables
+    mav.write_video(out, mav.video_grid(videos, pad=2 if n > 1 else 0), fps=fps, scale=args.scale)
+    if n > 1:  # the prompts in grid order, row by row, like the seed's tables
         with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
             fh.write("\n".join(prompts) + "\n")
-    print(f"wrote {out} ({len(videos)} video{'s' if len(videos) > 1 else ''}, {args.frames} frames "
-          f"at {mav.BASE}x{mav.BASE})")
+    print(f"wrote {out} ({n} video{'s' if n > 1 else ''}, {videos.shape[1]} frames at "
+          f"{videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m pytest -q test_mav.py
 """
+import json
 import math
 import os
 import shutil
@@ -360,3 +361,115 @@ def test_cli_error_has_no_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "python train.py" in run.stderr
+
+
+# --- part 2: the cascade (interpolation, super-resolution) ----------------------
+
+def test_interp_network_starts_as_the_video_model(cache):
+    """Inflation again: the new known-frames and mask channels start at zero."""
+    video_model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), TINY)).eval()
+    interp = mav.inflate(video_model.state_dict(), mav.replace(video_model.cfg, cond_channels=2)).eval()
+    torch.manual_seed(0)
+    x, text, fps = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([4, 9])), torch.ones(2)
+    cond = mav.masked_conditioning(torch.randn(2, 1, 6, 32, 32), torch.rand(2, 6) < 0.5)
+    with torch.no_grad():
+        expected = video_model(x, torch.zeros(2), text, fps=fps)
+        assert expected.abs().mean() > 0.01
+        assert (interp(x, torch.zeros(2), text, fps=fps, cond=cond) - expected).abs().max() < 1e-5
+    bad = dict(video_model.state_dict())
+    bad["conv_in.spatial.weight"] = bad["conv_in.spatial.weight"][:, :, :2]  # a kernel of another size
+    with pytest.raises(ValueError, match="mismatched"):
+        mav.inflate(bad, interp.cfg)
+
+
+def test_training_masks():
+    mask, stride = mav.training_masks(64, 16, "cpu", generator=torch.Generator().manual_seed(0))
+    interp = stride < 1
+    assert 0 < interp.sum() < 64 and torch.allclose(stride[interp], torch.tensor(0.2))
+    assert (mask[interp] == (torch.arange(16) % 5 == 0)).all()
+    first_k = mask[~interp].sum(1)
+    assert (first_k >= 1).all() and (first_k < 16).all()
+    assert all(row[:k].all() and not row[k:].any() for row, k in zip(mask[~interp], first_k))
+
+
+def test_interpolate_and_extend_keep_the_known_frames(cache):
+    model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), mav.replace(TINY, cond_channels=2))).eval()
+    clip = torch.rand(2, 1, 16, 32, 32) * 2 - 1
+    text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
+    out = mav.interpolate(model, clip, text, null, steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 76, 32, 32) and torch.equal(out[:, :, ::5], clip)
+    short = mav.interpolate(model, clip[:, :, :5], text, null, steps=2)  # 4 gaps: a window of 3, then of 1
+    assert short.shape == (2, 1, 21, 32, 32) and torch.equal(short[:, :, ::5], clip[:, :, :5])
+    longer = mav.extend(model, clip, 11, text, null, steps=2)
+    assert longer.shape == (2, 1, 27, 32, 32) and torch.equal(longer[:, :, :16], clip)
+
+
+def test_linear_blend_and_psnr():
+    clip = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)], dim=1)[None]  # b c f h w, f = 2
+    blend = mav.linear_blend(clip)
+    assert blend.shape[2] == 6
+    assert torch.allclose(blend[0, 0, :, 0, 0], torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]))
+    assert mav.psnr(torch.zeros(1, 4), torch.full((1, 4), 0.1)).item() == pytest.approx(20.0)
+
+
+def test_super_resolution_shapes_and_shared_noise(cache):
+    cfg = mav.replace(TINY, temporal=True, cond_channels=1, noise_cond=True)
+    model = randomized(mav.UNet(cfg)).eval()
+    still = torch.rand(1, 1, 1, 32, 32).expand(1, 1, 4, 32, 32) * 2 - 1  # the same frame 4 times
+    text, null = cache(torch.tensor([7])), cache(torch.tensor([mav.NULL_PROMPT]))
+    kw = dict(steps=3, guidance=1.0)
+    spacetime = mav.super_resolve(model, still, text, null, generator=torch.Generator().manual_seed(0), **kw)
+    framewise = mav.super_resolve(model, still, text, null, framewise=True,
+                                  generator=torch.Generator().manual_seed(0), **kw)
+    assert spacetime.shape == framewise.shape == (1, 1, 4, 64, 64)
+    # one shared noise and no temporal layers: identical inputs give identical frames
+    assert (framewise - framewise[:, :, :1]).abs().max() < 1e-4
+    assert (spacetime - spacetime[:, :, :1]).abs().max() > 1e-2  # independent noise per frame
+
+
+@pytest.fixture(scope="session")
+def cascade(trained, tmp_path_factory):
+    """The trained folder plus tiny interp and sr stages, trained by train.py."""
+    out = tmp_path_factory.mktemp("cascade")
+    shutil.copytree(trained, out, dirs_exist_ok=True)
+    common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--steps", "3", "--batch-size", "2"]
+    for stage, frames in [("interp", "6"), ("sr", "4")]:
+        run = subprocess.run([sys.executable, "train.py", "--stage", stage, "--frames", frames, *common],
+                             cwd=HERE, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
+    meta = mav.checkpoint_meta(str(cascade), "interp")
+    assert meta["video_step"] == 4 and meta["config"]["cond_channels"] == 2
+    assert mav.checkpoint_meta(str(cascade), "sr")["config"]["noise_cond"]
+    out = tmp_path / "cascade.gif"
+    sample.main(["--checkpoints", str(cascade), "--steps", "2", "--interp-steps", "1", "--sr-steps", "1",
+                 "--out", str(out)])
+    assert iio.imread(out).shape[:3] == (76, 64, 64)
+    assert "base+interp+sr" in capsys.readouterr().out
+    sample.main(["--checkpoints", str(cascade), "--stages", "base,sr", "--sr", "framewise", "--extend", "4",
+                 "--steps", "2", "--interp-steps", "1", "--sr-steps", "1", "--out", str(tmp_path / "b.mp4")])
+    assert iio.imread(tmp_path / "b.mp4").shape[:3] == (20, 64, 64)
+
+
+@pytest.mark.parametrize("stage,keys", [("interp", {"psnr", "psnr_linear_blend", "in_between_frames"}),
+                                        ("sr", {"psnr", "psnr_bicubic"})])
+def test_eval_prints_psnr_beside_its_baseline(cascade, capsys, stage, keys):
+    sample.main(["--checkpoints", str(cascade), "--eval", stage, "--num-samples", "2",
+                 "--interp-steps", "1", "--sr-steps", "1", "--frames", "4"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert keys <= set(result) and result["n"] == 2 and result["eval"] == stage
+    baseline = result["psnr_linear_blend" if stage == "interp" else "psnr_bicubic"]
+    assert 15 < baseline < 60 and math.isfinite(result["psnr"])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--stages", "base,interp"], "no interp checkpoint"),
+    (["--stages", "base,upscale"], "unknown stage 'upscale'"),
+    (["--extend", "8"], "--extend continues clips with the interpolation network"),
+    (["--eval", "sr"], "no sr checkpoint"),
+])
+def test_cascade_bad_requests(trained, capsys, argv, needle):
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(trained), *argv], needle)

@@ -249,7 +249,7 @@ def main(argv=None):
 
     def save(step):
         meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=step, batch_size=args.batch_size,
-                    lr=args.lr, frames=args.frames if args.stage == "video" else 1, unlabeled=args.unlabeled,
+                    lr=args.lr, frames=1 if args.stage == "image" else args.frames, unlabeled=args.unlabeled,
                     freeze_spatial=args.freeze_spatial, joint_images=args.joint_images, device=str(device),
                     train_seconds=round(time.time() - t_start, 1), **origin)
         mav.save_checkpoint(args.out, args.stage, ema, meta)
