@@ -5,6 +5,7 @@ Sample Moving MNIST videos from a prompt with the Make-A-Video cascade.
     python sample.py --prompt "1 and 3" --prompt "6 and two" --num-samples 2   # a grid + grid.txt
     python sample.py --prompt "2 and four" --stages base --out clip.mp4 --scale 4
     python sample.py --prompt "2 and four" --extend 16                         # 32 base frames, then the rest
+    python sample.py --eval                        # judge scores of 100 videos, beside real clips and the image model
     python sample.py --eval interp                 # PSNR on held-out clips vs linear blending
     python sample.py --eval sr                     # PSNR on held-out clips vs bicubic
 
@@ -26,6 +27,7 @@ import mav
 
 BASE_FPS = 8                                            # frames per second of a base-rate clip
 STAGES = {"base": "video", "interp": "interp", "sr": "sr"}  # cascade stage -> checkpoint name
+CHECKPOINT_OF = {**STAGES, "image": "image", "judge": "judge"}
 
 
 def parse_args(argv=None):
@@ -33,7 +35,8 @@ def parse_args(argv=None):
                            formatter_class=mav.argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompt", action="append", default=None,
                    help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
-    p.add_argument("--num-samples", type=int, default=None, help="videos per prompt (default 1; --eval: 32)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="videos per prompt (default 1); --eval: clips scored (videos 100, interp / sr 32)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint)")
@@ -52,11 +55,15 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output .gif or .mp4 (default output/<prompt>.gif)")
     p.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this factor")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--eval", default=None, choices=["interp", "sr"],
-                   help="score a stage on held-out clips (PSNR, with its simple baseline) and print JSON")
+    p.add_argument("--eval", nargs="?", const="videos", default=None, choices=["videos", "interp", "sr"],
+                   help="videos (the default): judge scores of the cascade's samples beside real held-out clips "
+                        "and the image model frame by frame; interp / sr: PSNR on held-out clips beside a "
+                        "simple baseline. Prints one JSON line")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision of the networks")
     args = p.parse_args(argv)
     args.prompt = args.prompt or ["2 and four"]
-    args.num_samples = args.num_samples if args.num_samples is not None else (32 if args.eval else 1)
+    args.num_samples = args.num_samples if args.num_samples is not None else \
+        {None: 1, "videos": 100, "interp": 32, "sr": 32}[args.eval]
     for name in ("num_samples", "steps", "interp_steps", "sr_steps", "frames", "scale"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -80,9 +87,10 @@ def slug(text: str) -> str:
 
 def load(args, stage: str):
     """The checkpoint of a cascade stage, or a one-line error that says how to make it."""
-    name = STAGES[stage]
+    name = CHECKPOINT_OF[stage]
     try:
-        return mav.load_checkpoint(args.checkpoints, name, args.device, text_encoder=args.text_encoder)
+        return mav.load_checkpoint(args.checkpoints, name, args.device,
+                                   text_encoder=None if stage == "judge" else args.text_encoder)
     except mav.CheckpointError as e:
         if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):
             how = "--stage image && python train.py --stage video" if stage == "base" else f"--stage {name}"
@@ -104,6 +112,92 @@ def choose_stages(args) -> list[str]:
 
 def progress(desc):
     return lambda steps: tqdm(steps, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def autocast(args):
+    return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+
+def cascade(args, models, stages, text, null, g, quiet=False):
+    """base -> (extend) -> interp -> sr for the prompts of `text`. -> (x (n 1 f h w) in [-1, 1], fps)."""
+    n = len(text)
+    common = dict(sampler=args.sampler, generator=g)
+    bar = (lambda desc: None) if quiet else progress
+    x = mav.sample(models["base"][0], (n, 1, args.frames, mav.BASE, mav.BASE), text, null, steps=args.steps,
+                   guidance=args.guidance, fps=torch.ones(n, device=args.device),
+                   progress=bar(f"base {args.frames}x{mav.BASE}²"), **common)
+    fps = BASE_FPS
+    if args.extend:
+        x = mav.extend(models["interp"][0], x, args.extend, text, null, steps=args.interp_steps, guidance=1.0,
+                       progress=bar(f"extend +{args.extend}"), **common)
+    if "interp" in stages:
+        x = mav.interpolate(models["interp"][0], x, text, null, steps=args.interp_steps, guidance=1.0,
+                            progress=bar(f"interp {x.shape[2]}->{(x.shape[2] - 1) * mav.INTERP_FACTOR + 1}"),
+                            **common)
+        fps *= mav.INTERP_FACTOR
+    if "sr" in stages:
+        x = mav.super_resolve(models["sr"][0], x, text, null, framewise=args.sr == "framewise",
+                              steps=args.sr_steps, guidance=1.0,
+                              progress=bar(f"sr {mav.BASE}²->{mav.SR_SCALE * mav.BASE}² ({args.sr})"), **common)
+    return x.float(), fps
+
+
+def evaluate_videos(args):
+    """Judge scores of the cascade's samples, beside real held-out clips (the ceiling) and the
+    image model sampled frame by frame with independent noise (the baseline)."""
+    stages = choose_stages(args)
+    models = {s: load(args, s) for s in stages + (["interp"] if args.extend and "interp" not in stages else [])}
+    judge = load(args, "judge")[0]
+    n, dev, chunk = args.num_samples, args.device, 16
+    g = torch.Generator().manual_seed(args.seed)
+    labels = torch.randint(10, (n, 2), generator=g)
+    ids = mav.prompt_ids(labels, g)
+    cache = mav.TextCache.load_or_build(args.checkpoints, models["base"][1]["text_encoder"])
+    text, null = cache(ids).to(dev), cache(torch.full((n,), mav.NULL_PROMPT)).to(dev)
+    t0 = time.time()
+    with autocast(args):
+        made = [cascade(args, models, stages, text[i:i + chunk], null[i:i + chunk], g, quiet=True)
+                for i in tqdm(range(0, n, chunk), desc=f"sampling {n} videos ({'+'.join(stages)})", leave=False)]
+    fps = made[0][1]
+    videos = torch.cat([mav.to_pixels(x)[:, 0] for x, _ in made]).cpu()
+    seconds = time.time() - t0
+
+    # real held-out clips at the same frame rate and size: the ceiling; another draw: the FD reference
+    interp = "interp" in stages
+    base_rate = lambda v: v[:, ::mav.INTERP_FACTOR] if interp else v  # temporal figures comparable across stages
+    data = mav.MovingMNIST("test")
+
+    def real(seed):
+        v, lab = data.sample(n, frames=videos.shape[1], stride=1 / mav.INTERP_FACTOR if interp else 1.0,
+                             generator=torch.Generator().manual_seed(seed))
+        return (v if videos.shape[-1] == mav.CANVAS else mav.area_downsample(v))[:, 0], lab
+
+    reference = base_rate(real(args.seed + 2)[0])
+    _, ref_feats = judge.read(reference.reshape(-1, 1, *reference.shape[-2:]))
+    score = lambda v, lab: mav.score_videos(judge, v, lab, ref_feats)[0]
+    result = {"stages": "+".join(stages), "n": n, "frames": videos.shape[1], "size": videos.shape[-1],
+              "steps": args.steps, "guidance": args.guidance, **score(base_rate(videos), labels)}
+    if interp:  # the same figures at the full frame rate
+        result["full_rate"] = score(videos, labels)
+    result["ceiling"] = score(base_rate(real(args.seed + 1)[0]), real(args.seed + 1)[1])
+    if os.path.exists(os.path.join(args.checkpoints, "image.json")):  # 16 unrelated frames per "video"
+        image_model, f = load(args, "image")[0], args.frames
+        per_frame = lambda t: t[torch.arange(len(t)).repeat_interleave(f)]
+        with autocast(args):
+            frames = [mav.sample(image_model, (len(t) * f, 1, mav.BASE, mav.BASE), per_frame(t), per_frame(u),
+                                 steps=args.steps, guidance=args.guidance, sampler=args.sampler, generator=g)
+                      for t, u in ((text[i:i + chunk], null[i:i + chunk]) for i in range(0, n, chunk))]
+        result["baseline"] = score(mav.to_pixels(torch.cat(frames).float()).view(n, f, mav.BASE, mav.BASE).cpu(),
+                                   labels)
+    result["seconds"] = round(seconds, 1)
+    out = args.out or os.path.join("output", f"eval_{'_'.join(stages)}.gif")
+    grid = videos[:16]
+    mav.write_video(out, mav.video_grid(grid), fps=fps, scale=args.scale)
+    with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
+        fh.write("\n".join(cache.prompts[i] for i in ids[:16].tolist()) + "\n")
+    with open(os.path.splitext(out)[0] + ".json", "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(json.dumps(result))
 
 
 def in_chunks(fn, n: int, size: int, *tensors):
@@ -161,6 +255,8 @@ def evaluate(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.eval == "videos":
+        return evaluate_videos(args)
     if args.eval:
         return evaluate(args)
     stages = choose_stages(args)
@@ -179,27 +275,10 @@ def main(argv=None):
     text = cache.embed(prompts).to(args.device)
     null = cache.embed([""] * len(prompts)).to(args.device)
     g = torch.Generator().manual_seed(args.seed)
-    common = dict(sampler=args.sampler, generator=g)
-    n = len(prompts)
-
-    base = models["base"][0]
-    x = mav.sample(base, (n, 1, args.frames, mav.BASE, mav.BASE), text, null, steps=args.steps,
-                   guidance=args.guidance, fps=torch.ones(n, device=args.device),
-                   progress=progress(f"base {args.frames}x{mav.BASE}²"), **common)
-    fps = BASE_FPS
-    if args.extend:
-        x = mav.extend(models["interp"][0], x, args.extend, text, null, steps=args.interp_steps, guidance=1.0,
-                       progress=progress(f"extend +{args.extend}"), **common)
-    if "interp" in stages:
-        x = mav.interpolate(models["interp"][0], x, text, null, steps=args.interp_steps, guidance=1.0,
-                            progress=progress(f"interp {x.shape[2]}->{(x.shape[2] - 1) * mav.INTERP_FACTOR + 1}"),
-                            **common)
-        fps *= mav.INTERP_FACTOR
-    if "sr" in stages:
-        x = mav.super_resolve(models["sr"][0], x, text, null, framewise=args.sr == "framewise",
-                              steps=args.sr_steps, guidance=1.0,
-                              progress=progress(f"sr {mav.BASE}²->{mav.SR_SCALE * mav.BASE}² ({args.sr})"), **common)
+    with autocast(args):
+        x, fps = cascade(args, models, stages, text, null, g)
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
+    n = len(videos)
 
     distinct = list(dict.fromkeys(args.prompt))
     out = args.out or os.path.join("output", (slug(distinct[0]) if len(distinct) == 1 else "grid") + ".gif")

@@ -473,3 +473,117 @@ def test_eval_prints_psnr_beside_its_baseline(cascade, capsys, stage, keys):
 ])
 def test_cascade_bad_requests(trained, capsys, argv, needle):
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(trained), *argv], needle)
+
+
+# --- part 3: the judge and the video metrics ------------------------------------
+
+SHIPPED = os.path.join(HERE, "checkpoints")
+
+
+@pytest.fixture(scope="session")
+def judge():
+    """The shipped judge (trained by python train.py --stage judge)."""
+    return mav.load_checkpoint(SHIPPED, "judge")[0]
+
+
+@pytest.fixture(scope="session")
+def real_clips():
+    video, labels = mav.MovingMNIST("test").sample(24, frames=16, generator=torch.Generator().manual_seed(5))
+    return mav.area_downsample(video)[:, 0], labels
+
+
+def test_pair_index_matches_the_pair_table():
+    pairs = torch.tensor(mav.PAIRS)
+    assert torch.equal(mav.pair_index(pairs), torch.arange(55))
+    assert torch.equal(mav.pair_index(pairs.flip(1)), torch.arange(55))  # unordered
+    assert mav.pair_counts(torch.tensor([[3, 3], [1, 7]])).tolist()[0][3] == 2
+
+
+def test_judge_learns_digit_counts():
+    torch.manual_seed(0)
+    judge = mav.Judge(mav.JudgeConfig(width=8, features=32))
+    optimizer = judge.configure_optimizers(lr=3e-3)
+    video, labels = mav.MovingMNIST("train").sample(64, frames=1, generator=torch.Generator().manual_seed(0))
+    frames = mav.area_downsample(video)[:, :, 0]
+    losses = []
+    for _ in range(30):
+        loss = mav.judge_loss(judge, frames, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert mav.augment(frames).shape == frames.shape and 0 <= mav.augment(frames).min()
+
+
+def test_shipped_judge_reads_held_out_digits(judge, real_clips):
+    videos, labels = real_clips
+    scores, feats = mav.score_videos(judge, videos, labels)
+    assert scores["adherence"] == 1.0 and scores["frame_accuracy"] > 0.85
+    assert feats.shape == (24 * 16, judge.cfg.features)
+    # the same frames at 64² read the same way (area-downsampled inside)
+    big = mav.MovingMNIST("test").sample(4, frames=2, generator=torch.Generator().manual_seed(5))[0][:, 0]
+    assert torch.equal(judge.read(big.reshape(-1, 1, 64, 64))[0],
+                       judge.read(mav.area_downsample(big).reshape(-1, 1, 32, 32))[0])
+
+
+def test_scorer_tells_prompts_apart(judge, real_clips):
+    videos, labels = real_clips
+    shuffled = labels.roll(1, dims=0)
+    keep = mav.pair_index(shuffled) != mav.pair_index(labels)  # a roll may land on the same pair
+    scores, _ = mav.score_videos(judge, videos[keep], shuffled[keep])
+    assert scores["adherence"] <= 0.1
+
+
+def test_scorer_tells_videos_from_slideshows(judge, real_clips):
+    videos, labels = real_clips
+    real, _ = mav.score_videos(judge, videos, labels)
+    assert real["switch_rate"] < 0.15 and real["motion_lag_ratio"] < 0.8 and real["motion"] > 0.01
+    # frame t of each "video" taken from a random other video: a flickering slideshow
+    g = torch.Generator().manual_seed(0)
+    mixed = torch.stack([videos[torch.randperm(len(videos), generator=g), t] for t in range(16)], dim=1)
+    slideshow, _ = mav.score_videos(judge, mixed, labels)
+    assert slideshow["switch_rate"] > 0.6 and slideshow["motion_lag_ratio"] > 0.9
+    still, _ = mav.score_videos(judge, videos[:, :1].expand(-1, 16, -1, -1), labels)
+    assert still["motion"] == 0 and still["switch_rate"] == 0
+
+
+def test_frechet_distance():
+    torch.manual_seed(0)
+    a = torch.randn(2000, 4)
+    assert abs(mav.frechet_distance(a, a)) < 1e-6
+    assert mav.frechet_distance(a, a + torch.tensor([3.0, 0, 0, 0])) == pytest.approx(9.0, abs=1e-3)
+    assert mav.frechet_distance(a, 2 * a) == pytest.approx(4.0, rel=0.05)  # tr(Σ + 4Σ − 2·2Σ) = tr Σ ≈ 4
+
+
+EVAL_KEYS = {"adherence", "frame_accuracy", "consistency", "switch_rate", "motion", "motion_lag_ratio", "fd", "n"}
+
+
+def test_eval_videos_prints_every_figure(cascade, tmp_path, capsys):
+    folder = tmp_path / "with-judge"
+    shutil.copytree(cascade, folder)
+    for ext in ("safetensors", "json"):
+        shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
+    out = tmp_path / "eval.gif"
+    sample.main(["--checkpoints", str(folder), "--eval", "--num-samples", "3", "--stages", "base,interp",
+                 "--steps", "2", "--interp-steps", "1", "--out", str(out)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert EVAL_KEYS <= set(result) and result["n"] == 3 and result["frames"] == 76
+    for part in ("full_rate", "ceiling", "baseline"):
+        assert EVAL_KEYS <= set(result[part]), part
+    assert result["ceiling"]["adherence"] > 0.6
+    assert json.loads((tmp_path / "eval.json").read_text()) == result and out.exists()
+    assert len((tmp_path / "eval.txt").read_text().split("\n")) == 4
+
+
+def test_train_eval_every_logs_judge_scores(trained, tmp_path):
+    folder = tmp_path / "video-eval"
+    shutil.copytree(trained, folder)
+    for ext in ("safetensors", "json"):
+        shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
+    run = subprocess.run([sys.executable, "train.py", "--stage", "video", "--preset", "tiny", "--out", str(folder),
+                          "--steps", "2", "--batch-size", "1", "--frames", "16", "--joint-images", "0",
+                          "--sample-every", "0", "--eval-every", "2"], cwd=HERE, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "eval adherence" in (folder / "video.log").read_text()

@@ -6,6 +6,7 @@ Train one stage of the Make-A-Video cascade on Moving MNIST.
     python train.py --stage video --unlabeled     # the paper's claim: clips without any text
     python train.py --stage interp                # masked frame interpolation, from the video model
     python train.py --stage sr                    # video super-resolution 32² -> 64²
+    python train.py --stage judge                 # the digit judge that scores samples (sample.py --eval)
 
 Every stage writes <out>/<stage>.safetensors + .json (EMA weights, what
 sampling uses), <out>/<stage>-train.pt (the full state, for --resume),
@@ -24,8 +25,8 @@ from tqdm import tqdm
 
 import mav
 
-STAGES = ["image", "video", "interp", "sr"]
-DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4}
+STAGES = ["image", "video", "interp", "sr", "judge"]
+DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4, "judge": 256}
 
 
 def parse_args(argv=None):
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
     p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = never)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
+                        "logged; needs <out>/judge.safetensors (0 = never)")
     p.add_argument("--text-encoder", default=None,
                    help=f"Hugging Face text encoder (image default {mav.DEFAULT_TEXT_ENCODER}; "
                         "video: the image checkpoint's)")
@@ -67,8 +71,8 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.lr <= 0 or not 0 <= args.ema_decay < 1:
         p.error("--lr must be positive and --ema-decay in [0, 1)")
-    if args.stage != "video" and (args.unlabeled or args.freeze_spatial):
-        p.error("--unlabeled and --freeze-spatial apply to the video stage")
+    if args.stage != "video" and (args.unlabeled or args.freeze_spatial or args.eval_every):
+        p.error("--unlabeled, --freeze-spatial and --eval-every apply to the video stage")
     if args.stage == "interp" and (args.frames - 1) % mav.INTERP_FACTOR:
         p.error(f"--frames for interp must be 1 + a multiple of {mav.INTERP_FACTOR} (e.g. 16)")
     args.freeze_spatial |= args.unlabeled
@@ -99,6 +103,8 @@ def build_model(args):
     upsampled low-res video as an input channel and its noise level embedded.
     """
     preset = mav.UNetConfig(**mav.PRESETS[args.preset])
+    if args.stage == "judge":  # no text, no preset: one small CNN reads every stage
+        return mav.Judge(mav.JudgeConfig()), {}
     if args.stage == "image":
         args.text_encoder = args.text_encoder or mav.DEFAULT_TEXT_ENCODER
         return mav.UNet(preset), {}
@@ -149,8 +155,11 @@ class Batches:
         return mav.to_model(video), self.prompts(labels), dict(cond=cond, aug=aug)
 
     def loss(self, model, cache, stage, fps):
-        """The stage's diffusion loss on a fresh batch."""
+        """The stage's loss on a fresh batch (diffusion, or the judge's digit counts)."""
         n = self.args.batch_size
+        if stage == "judge":
+            video, labels = self.data.sample(n, frames=1)
+            return mav.judge_loss(model, mav.augment(mav.area_downsample(video)[:, :, 0]), labels)
         if stage == "image":
             x, ids = self.frames(n)
             return mav.diffusion_loss(model, x, cache(ids))
@@ -191,6 +200,17 @@ def preview(model, cache, stage, path, device, frames):
             videos = mav.super_resolve(model, low, text, null, **kw)
     videos = mav.to_pixels(videos)[:, 0].float().cpu()
     mav.write_video(path, mav.video_grid(videos), fps=8 * (mav.INTERP_FACTOR if stage == "interp" else 1), scale=2)
+
+
+def quick_eval(model, judge, cache, device, frames, n=8):
+    """Judge scores of n samples (25 DDIM steps) for seeded training-style prompts: is text control kept?"""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(10, (n, 2), generator=g)
+    text = cache(mav.prompt_ids(labels, g).to(device))
+    null = cache(torch.full((n,), mav.NULL_PROMPT, device=device))
+    x = mav.sample(model, (n, 1, frames, 32, 32), text, null, steps=25, guidance=3.0, generator=g,
+                   fps=torch.ones(n, device=device))
+    return mav.score_videos(judge, mav.to_pixels(x)[:, 0].float(), labels)[0]
 
 
 def stop_like_ctrl_c(signum, frame):
@@ -234,25 +254,32 @@ def main(argv=None):
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
 
-    cache = mav.TextCache.load_or_build(args.out, args.text_encoder).to(device)
+    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(args.out, args.text_encoder).to(device)
+    judge = None
+    if args.eval_every:
+        try:
+            judge = mav.load_checkpoint(args.out, "judge", device)[0]
+        except mav.CheckpointError as e:
+            mav.die(f"--eval-every: {e}; train it with: python train.py --stage judge --out {args.out}")
     batches = Batches(args, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"{args.stage}: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
           f"preset {args.preset}, batch {args.batch_size}, {args.precision} on {device}, text {args.text_encoder}")
+    os.makedirs(args.out, exist_ok=True)
     log = open(os.path.join(args.out, f"{args.stage}.log"), "a")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()]
     fps = torch.ones(args.batch_size, device=device)
-    per_step = args.batch_size * (1 if args.stage == "image" else args.frames) + args.joint_images
+    per_step = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
     t_start = time.time() - (state or {}).get("train_seconds", 0.0)
 
-    def save(step):
+    def save(step, **metrics):
         meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=step, batch_size=args.batch_size,
                     lr=args.lr, frames=1 if args.stage == "image" else args.frames, unlabeled=args.unlabeled,
                     freeze_spatial=args.freeze_spatial, joint_images=args.joint_images, device=str(device),
                     train_seconds=round(time.time() - t_start, 1), **origin)
-        mav.save_checkpoint(args.out, args.stage, ema, meta)
+        mav.save_checkpoint(args.out, args.stage, ema, {**meta, **({"metrics": metrics} if metrics else {})})
         mav.atomic_torch_save(dict(stage=args.stage, preset=args.preset, text_encoder=args.text_encoder,
                                    unlabeled=args.unlabeled, config=asdict(model.cfg), origin=origin,
                                    model=model.state_dict(), ema=ema.state_dict(), step=step,
@@ -299,7 +326,13 @@ def main(argv=None):
                 log.flush()
             if step % args.save_every == 0 or step == args.steps:
                 save(step)
-            if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+            if judge is not None and (step % args.eval_every == 0 or step == args.steps):
+                scores = quick_eval(ema, judge, cache, device, args.frames)
+                bar.set_postfix(adherence=scores["adherence"], switch=scores["switch_rate"])
+                log.write(f"step {step} eval adherence {scores['adherence']:.3f} switch_rate "
+                          f"{scores['switch_rate']:.3f} motion_lag_ratio {scores['motion_lag_ratio']:.3f}\n")
+                log.flush()
+            if args.sample_every and args.stage != "judge" and (step % args.sample_every == 0 or step == args.steps):
                 ext = "png" if args.stage == "image" else "gif"
                 preview(ema, cache, args.stage, os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}"),
                         device, args.frames)
@@ -309,6 +342,11 @@ def main(argv=None):
         print(f"interrupted at step {step}: saved {args.out}/{args.stage}.safetensors and {train_state_path}")
         raise SystemExit(130)
     bar.close()
+    if args.stage == "judge":  # how well it reads held-out digits, kept in its JSON
+        accuracy = mav.judge_accuracy(ema, device=device)
+        save(step, **accuracy)
+        print(f"judge on 200 held-out clips: pair accuracy {accuracy['frame_accuracy']:.4f} per frame, "
+              f"{accuracy['video_accuracy']:.4f} per video (majority of 16 frames)")
     if device.type == "cuda":
         peak = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
     else:
