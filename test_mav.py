@@ -587,3 +587,116 @@ def test_train_eval_every_logs_judge_scores(trained, tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "eval adherence" in (folder / "video.log").read_text()
+
+
+# --- part 5: torchrun, exact resume, interruption, bad runs ----------------------
+
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import train  # noqa: E402
+
+
+def tiny_image_run(out, steps, *extra):
+    train.main(["--stage", "image", "--preset", "tiny", "--out", str(out), "--steps", str(steps),
+                "--batch-size", "4", "--sample-every", "0", "--log-every", "1", "--save-every", "2", *extra])
+
+
+def test_resume_is_bit_exact(cache_dir, tmp_path):
+    """3 steps, stop, --resume to 6 steps == 6 steps in one go: same weights, EMA and optimizer, bit for bit
+    (CPU: the same kernels see the same inputs in the same order, and the RNG state travels in the checkpoint)."""
+    for name in ("once", "twice"):
+        shutil.copytree(cache_dir, tmp_path / name)
+    tiny_image_run(tmp_path / "once", 6)
+    tiny_image_run(tmp_path / "twice", 3)
+    tiny_image_run(tmp_path / "twice", 6, "--resume")
+    a = torch.load(tmp_path / "once" / "image-train.pt", weights_only=False)
+    b = torch.load(tmp_path / "twice" / "image-train.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_resume_refuses_another_run(trained, tmp_path, capsys):
+    folder = tmp_path / "refuse"
+    shutil.copytree(trained, folder)
+    image_state = str(folder / "image-train.pt")
+    common = ["--out", str(folder), "--steps", "40"]
+    expect_one_line_error(capsys, train.main, ["--stage", "video", "--preset", "tiny", "--resume", image_state,
+                                               *common], "is a run with stage 'image', not 'video'")
+    expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "small", "--resume", *common],
+                          "preset 'tiny', not 'small'")
+    expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "tiny", "--resume", *common,
+                                               "--text-encoder", "openai/clip-vit-base-patch32"], "text_encoder")
+    expect_one_line_error(capsys, train.main, ["--stage", "interp", "--preset", "tiny", "--resume", *common],
+                          "--resume: no")
+
+
+def test_interrupted_write_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    model = randomized(mav.UNet(TINY))
+    mav.save_checkpoint(str(tmp_path), "image", model, {"step": 1, "text_encoder": "enc"})
+    good = (tmp_path / "image.safetensors").read_bytes()
+
+    def dies_halfway(tensors, path, metadata=None):  # as if SIGKILL struck during the write
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * 100)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mav, "save_file", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        mav.save_checkpoint(str(tmp_path), "image", mav.UNet(TINY), {"step": 2, "text_encoder": "enc"})
+    assert (tmp_path / "image.safetensors").read_bytes() == good
+    assert mav.load_checkpoint(str(tmp_path), "image")[1]["step"] == 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache_dir, tmp_path, monkeypatch, capsys):
+    shutil.copytree(cache_dir, tmp_path / "nan")
+    real_loss, calls = mav.diffusion_loss, []
+
+    def goes_nan(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 3 else loss
+    monkeypatch.setattr(mav, "diffusion_loss", goes_nan)
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_image_run(tmp_path / "nan", 10)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1 and "loss is nan at step 3" in err[-1]
+    assert mav.load_checkpoint(str(tmp_path / "nan"), "image")[1]["step"] == 2
+
+
+def test_ctrl_c_saves_and_exits_cleanly(cache_dir, tmp_path):
+    out = tmp_path / "sigint"
+    shutil.copytree(cache_dir, out)
+    proc = subprocess.Popen([sys.executable, "train.py", "--stage", "image", "--preset", "tiny", "--out", str(out),
+                             "--steps", "100000", "--batch-size", "4", "--sample-every", "0", "--log-every", "1"],
+                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "image.log").exists() or not (out / "image.log").read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert "interrupted at step" in stdout and "image.safetensors" in stdout
+    model, meta = mav.load_checkpoint(str(out), "image")
+    assert meta["step"] >= 1
+
+
+def test_torchrun_two_cpu_processes(trained, tmp_path):
+    """DDP over gloo: both ranks finish with identical weights; rank 0's checkpoint samples."""
+    folder = tmp_path / "ddp"
+    shutil.copytree(trained, folder)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py",
+                          "--stage", "video", "--preset", "tiny", "--out", str(folder), "--steps", "2",
+                          "--batch-size", "1", "--frames", "8", "--joint-images", "2", "--sample-every", "0",
+                          "--device", "cpu"], cwd=HERE, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "parameters identical on all 2 ranks" in run.stdout
+    meta = mav.checkpoint_meta(str(folder), "video")
+    assert meta["processes"] == 2 and meta["step"] == 2
+    assert len(torch.load(folder / "video-train.pt", weights_only=False)["rng_cpu"]) == 2
+    sample.main(["--checkpoints", str(folder), "--steps", "2", "--out", str(tmp_path / "ddp.gif")])
+    assert iio.imread(tmp_path / "ddp.gif").shape[:3] == (16, 32, 32)

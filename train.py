@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import mav
@@ -49,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision")
     p.add_argument("--out", default="checkpoints", help="folder of checkpoints (the video stage reads image from it)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/<stage>-train.pt")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue exactly where a run stopped: from <out>/<stage>-train.pt, or from PATH")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
@@ -218,24 +221,65 @@ def stop_like_ctrl_c(signum, frame):
     raise KeyboardInterrupt
 
 
+class StageLoss(torch.nn.Module):
+    """The stage's loss on a fresh batch as one module call: what DistributedDataParallel wraps
+    (the video stage's clip and joint-image losses are two forward passes of one step)."""
+
+    def __init__(self, model, batches, cache, stage, fps):
+        super().__init__()
+        self.model, self.batches, self.cache, self.stage, self.fps = model, batches, cache, stage, fps
+
+    def forward(self):
+        return self.batches.loss(self.model, self.cache, self.stage, self.fps)
+
+
+def setup_distributed(args):
+    """Under torchrun: one process per device (NCCL on CUDA, gloo on CPU). -> (rank, world size)."""
+    if "RANK" not in os.environ:
+        return 0, 1
+    cuda = args.device.startswith("cuda")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(args.device)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def load_train_state(args, path):
+    """The full training state for --resume, refused (one line) if it is another run's."""
+    if not os.path.exists(path):
+        mav.die(f"--resume: no {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        mav.die(f"--resume: cannot read {path}: {type(e).__name__}")
+    for key in ("stage", "preset", "text_encoder", "unlabeled"):
+        mine = getattr(args, key)
+        if key == "text_encoder" and mine is None:
+            continue  # not given: take the state's
+        if key == "preset" and args.stage == "judge":
+            continue
+        if state.get(key) != mine:
+            mav.die(f"--resume: {path} is a run with {key} {state.get(key)!r}, not {mine!r}")
+    args.text_encoder = state["text_encoder"]
+    return state
+
+
 def main(argv=None):
     args = parse_args(argv)
+    rank, world = setup_distributed(args)
+    main_process = rank == 0
     device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     train_state_path = os.path.join(args.out, f"{args.stage}-train.pt")
 
     state = None
     if args.resume:
-        if not os.path.exists(train_state_path):
-            mav.die(f"--resume: no {train_state_path}")
-        state = torch.load(train_state_path, map_location="cpu", weights_only=False)
-        for key in ("stage", "preset", "text_encoder", "unlabeled"):
-            mine = getattr(args, key) if key != "text_encoder" else (args.text_encoder or state[key])
-            if state[key] != mine:
-                mav.die(f"--resume: {train_state_path} has {key} {state[key]!r}, this run {mine!r}")
-        args.text_encoder = state["text_encoder"]
-        model = mav.UNet(mav.UNetConfig(**state["config"]))
+        state = load_train_state(args, train_state_path if args.resume is True else args.resume)
+        model = (mav.Judge(mav.JudgeConfig(**state["config"])) if args.stage == "judge"
+                 else mav.UNet(mav.UNetConfig(**state["config"])))
         origin = state["origin"]
+        model.load_state_dict(state["model"])
     else:
         model, origin = build_model(args)
     model.to(device)
@@ -246,13 +290,19 @@ def main(argv=None):
     optimizer = model.configure_optimizers(args.lr, device_type=device.type)
     start = 0
     if state is not None:
-        model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        if len(state["rng_cpu"]) == world:  # each rank continues its own random stream
+            torch.set_rng_state(state["rng_cpu"][rank])
+            if device.type == "cuda" and state.get("rng_cuda"):
+                torch.cuda.set_rng_state(state["rng_cuda"][rank], device)
+        else:
+            print(f"warning: {world} processes now, {len(state['rng_cpu'])} when saved: the data stream "
+                  "is reseeded, so the run continues correctly but not bit-exactly", file=mav.sys.stderr)
+            torch.manual_seed(args.seed + 1000 * start + rank)
+    else:
+        torch.manual_seed(args.seed + rank)  # each rank its own data
 
     cache = None if args.stage == "judge" else mav.TextCache.load_or_build(args.out, args.text_encoder).to(device)
     judge = None
@@ -262,46 +312,68 @@ def main(argv=None):
         except mav.CheckpointError as e:
             mav.die(f"--eval-every: {e}; train it with: python train.py --stage judge --out {args.out}")
     batches = Batches(args, device)
+    fps = torch.ones(args.batch_size, device=device)
+    step_loss = StageLoss(model, batches, cache, args.stage, fps)
+    if world > 1:  # gradients are averaged across ranks in backward(); weights stay identical
+        step_loss = DistributedDataParallel(step_loss)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"{args.stage}: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
-          f"preset {args.preset}, batch {args.batch_size}, {args.precision} on {device}, text {args.text_encoder}")
-    os.makedirs(args.out, exist_ok=True)
-    log = open(os.path.join(args.out, f"{args.stage}.log"), "a")
+    per_step = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
+    if main_process:
+        print(f"{args.stage}: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
+              f"preset {args.preset}, batch {args.batch_size} x {world} process{'es' if world > 1 else ''}, "
+              f"{args.precision} on {device}, text {args.text_encoder}")
+        os.makedirs(args.out, exist_ok=True)
+    log = open(os.path.join(args.out, f"{args.stage}.log"), "a") if main_process else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()]
-    fps = torch.ones(args.batch_size, device=device)
-    per_step = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
     t_start = time.time() - (state or {}).get("train_seconds", 0.0)
 
-    def save(step, **metrics):
+    def save(step, collective=True, **metrics):
+        """Rank 0 writes the EMA checkpoint and the full training state (every rank's RNG state,
+        gathered: so `collective` calls must happen on all ranks at the same step)."""
+        rng = [torch.get_rng_state()]
+        rng_cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else None
+        if world > 1 and collective:
+            rng = [None] * world
+            dist.all_gather_object(rng, torch.get_rng_state())
+            if rng_cuda is not None:
+                rng_cuda = [None] * world
+                dist.all_gather_object(rng_cuda, torch.cuda.get_rng_state(device))
+        if not main_process:
+            return
         meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=step, batch_size=args.batch_size,
-                    lr=args.lr, frames=1 if args.stage == "image" else args.frames, unlabeled=args.unlabeled,
-                    freeze_spatial=args.freeze_spatial, joint_images=args.joint_images, device=str(device),
-                    train_seconds=round(time.time() - t_start, 1), **origin)
+                    processes=world, lr=args.lr, frames=1 if args.stage == "image" else args.frames,
+                    unlabeled=args.unlabeled, freeze_spatial=args.freeze_spatial, joint_images=args.joint_images,
+                    device=str(device), train_seconds=round(time.time() - t_start, 1), **origin)
         mav.save_checkpoint(args.out, args.stage, ema, {**meta, **({"metrics": metrics} if metrics else {})})
         mav.atomic_torch_save(dict(stage=args.stage, preset=args.preset, text_encoder=args.text_encoder,
                                    unlabeled=args.unlabeled, config=asdict(model.cfg), origin=origin,
                                    model=model.state_dict(), ema=ema.state_dict(), step=step,
-                                   optimizer=optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
-                                   rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                                   optimizer=optimizer.state_dict(), rng_cpu=rng, rng_cuda=rng_cuda,
                                    train_seconds=time.time() - t_start), train_state_path)
+
+    def time_is_up():  # decided by rank 0, so that every rank stops at the same step
+        up = torch.tensor(float(time.time() - run_start > 60 * args.time_limit))
+        if world > 1:
+            dist.broadcast(up, 0)
+        return bool(up.item())
 
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     step = start
     run_start = time.time()
-    bar = tqdm(total=args.steps, initial=start, desc=args.stage, dynamic_ncols=True)
+    bar = tqdm(total=args.steps, initial=start, desc=args.stage, dynamic_ncols=True, disable=not main_process)
     t_log, n_log = time.time(), 0
     try:
         while step < args.steps:
-            if args.time_limit is not None and time.time() - run_start > 60 * args.time_limit:
+            if args.time_limit is not None and time_is_up():
                 save(step)
                 break
             lr = args.lr * min(1.0, (step + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                loss = batches.loss(model, cache, args.stage, fps)
+                loss = step_loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -313,19 +385,26 @@ def main(argv=None):
             n_log += 1
             bar.update(1)
             if step % args.log_every == 0 or step == args.steps:
-                value = loss.item()  # the only host sync of the loop
+                value = loss.detach().float()
+                if world > 1:  # the mean over ranks, so that every rank sees the same number
+                    dist.all_reduce(value)
+                    value /= world
+                value = value.item()  # the only host sync of the loop
                 if not math.isfinite(value):
                     bar.close()
                     mav.die(f"loss is {value} at step {step}; stopped, the last good checkpoint is kept "
                             f"in {args.out}/", code=1)
-                rate = n_log * per_step / (time.time() - t_log)
+                rate = n_log * per_step * world / (time.time() - t_log)
                 t_log, n_log = time.time(), 0
                 bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{rate:.0f}")
-                log.write(f"step {step} loss {value:.5f} lr {lr:.2e} samples/s {rate:.1f} "
-                          f"elapsed {time.time() - t_start:.0f}\n")
-                log.flush()
+                if main_process:
+                    log.write(f"step {step} loss {value:.5f} lr {lr:.2e} samples/s {rate:.1f} "
+                              f"elapsed {time.time() - t_start:.0f}\n")
+                    log.flush()
             if step % args.save_every == 0 or step == args.steps:
                 save(step)
+            if not main_process:
+                continue
             if judge is not None and (step % args.eval_every == 0 or step == args.steps):
                 scores = quick_eval(ema, judge, cache, device, args.frames)
                 bar.set_postfix(adherence=scores["adherence"], switch=scores["switch_rate"])
@@ -338,21 +417,33 @@ def main(argv=None):
                         device, args.frames)
     except KeyboardInterrupt:
         bar.close()
-        save(step)
-        print(f"interrupted at step {step}: saved {args.out}/{args.stage}.safetensors and {train_state_path}")
+        save(step, collective=False)  # ranks may be at different points: rank 0 saves what it holds
+        if main_process:
+            print(f"interrupted at step {step}: saved {args.out}/{args.stage}.safetensors and {train_state_path}")
         raise SystemExit(130)
     bar.close()
-    if args.stage == "judge":  # how well it reads held-out digits, kept in its JSON
+    if world > 1:  # DDP keeps the replicas identical; check it, rather than trust it
+        checksum = torch.stack([p.detach().double().sum() for p in params]).cpu()
+        sums = [None] * world
+        dist.all_gather_object(sums, checksum)
+        if not all(torch.equal(sums[0], other) for other in sums[1:]):
+            mav.die(f"parameters differ across the {world} ranks", code=1)
+        if main_process:
+            print(f"parameters identical on all {world} ranks")
+    if args.stage == "judge" and main_process:  # how well it reads held-out digits, kept in its JSON
         accuracy = mav.judge_accuracy(ema, device=device)
-        save(step, **accuracy)
+        save(step, collective=False, **accuracy)
         print(f"judge on 200 held-out clips: pair accuracy {accuracy['frame_accuracy']:.4f} per frame, "
               f"{accuracy['video_accuracy']:.4f} per video (majority of 16 frames)")
     if device.type == "cuda":
         peak = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
     else:
         peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-    print(f"done: {step} steps in {time.time() - t_start:.0f} s, {peak}; "
-          f"EMA weights in {args.out}/{args.stage}.safetensors")
+    if main_process:
+        print(f"done: {step} steps in {time.time() - t_start:.0f} s, {peak}; "
+              f"EMA weights in {args.out}/{args.stage}.safetensors")
+    if world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
