@@ -59,11 +59,13 @@ def parse_args(argv=None):
                    help="videos (the default): judge scores of the cascade's samples beside real held-out clips "
                         "and the image model frame by frame; interp / sr: PSNR on held-out clips beside a "
                         "simple baseline. Prints one JSON line")
+    p.add_argument("--bench", action="store_true",
+                   help="time the cascade for --num-samples prompts (default 16), per stage, and print one JSON line")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision of the networks")
     args = p.parse_args(argv)
     args.prompt = args.prompt or ["2 and four"]
     args.num_samples = args.num_samples if args.num_samples is not None else \
-        {None: 1, "videos": 100, "interp": 32, "sr": 32}[args.eval]
+        (16 if args.bench else {None: 1, "videos": 100, "interp": 32, "sr": 32}[args.eval])
     for name in ("num_samples", "steps", "interp_steps", "sr_steps", "frames", "scale"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -118,28 +120,67 @@ def autocast(args):
     return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
 
-def cascade(args, models, stages, text, null, g, quiet=False):
-    """base -> (extend) -> interp -> sr for the prompts of `text`. -> (x (n 1 f h w) in [-1, 1], fps)."""
+def cascade(args, models, stages, text, null, g, quiet=False, timings=None):
+    """base -> (extend) -> interp -> sr for the prompts of `text`. -> (x (n 1 f h w) in [-1, 1], fps).
+    `timings`, if given, receives each stage's wall time in seconds."""
     n = len(text)
     common = dict(sampler=args.sampler, generator=g)
     bar = (lambda desc: None) if quiet else progress
+    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    clock = [time.perf_counter()]
+
+    def done(stage):
+        if timings is not None:
+            sync()
+            timings[stage] = round(time.perf_counter() - clock[0], 2)
+            clock[0] = time.perf_counter()
+
     x = mav.sample(models["base"][0], (n, 1, args.frames, mav.BASE, mav.BASE), text, null, steps=args.steps,
                    guidance=args.guidance, fps=torch.ones(n, device=args.device),
                    progress=bar(f"base {args.frames}x{mav.BASE}²"), **common)
+    done("base")
     fps = BASE_FPS
     if args.extend:
         x = mav.extend(models["interp"][0], x, args.extend, text, null, steps=args.interp_steps, guidance=1.0,
                        progress=bar(f"extend +{args.extend}"), **common)
+        done("extend")
     if "interp" in stages:
         x = mav.interpolate(models["interp"][0], x, text, null, steps=args.interp_steps, guidance=1.0,
                             progress=bar(f"interp {x.shape[2]}->{(x.shape[2] - 1) * mav.INTERP_FACTOR + 1}"),
                             **common)
         fps *= mav.INTERP_FACTOR
+        done("interp")
     if "sr" in stages:
         x = mav.super_resolve(models["sr"][0], x, text, null, framewise=args.sr == "framewise",
                               steps=args.sr_steps, guidance=1.0,
                               progress=bar(f"sr {mav.BASE}²->{mav.SR_SCALE * mav.BASE}² ({args.sr})"), **common)
+        done("sr")
     return x.float(), fps
+
+
+def bench(args):
+    """Wall time of the cascade for N prompts with the chosen step counts, per stage (after one warm-up
+    run of the same size), and the frames it generates per second."""
+    stages = choose_stages(args)
+    models = {s: load(args, s) for s in stages + (["interp"] if args.extend and "interp" not in stages else [])}
+    cache = mav.TextCache.load_or_build(args.checkpoints, models["base"][1]["text_encoder"])
+    n, g = args.num_samples, torch.Generator().manual_seed(args.seed)
+    ids = mav.prompt_ids(torch.randint(10, (n, 2), generator=g), g)
+    text, null = cache(ids).to(args.device), cache(torch.full((n,), mav.NULL_PROMPT)).to(args.device)
+    timings = {}
+    with autocast(args):
+        if torch.device(args.device).type == "cuda":  # first-call costs (cuDNN autotuning...) are not timed
+            cascade(args, models, stages, text[:1], null[:1], g, quiet=True)
+        x, _ = cascade(args, models, stages, text, null, g, timings=timings)
+    total = sum(timings.values())
+    device = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    print(json.dumps({"bench": "sample", "device": device, "torch": torch.__version__, "prompts": n,
+                      "stages": "+".join(stages), "steps": {"base": args.steps, "interp": args.interp_steps,
+                                                            "sr": args.sr_steps},
+                      "guidance": args.guidance, "precision": args.precision, "seconds": timings,
+                      "total_s": round(total, 2), "frames_out": n * x.shape[2], "size": x.shape[-1],
+                      "frames_per_s": round(n * x.shape[2] / total, 2)}))
 
 
 def evaluate_videos(args):
@@ -255,6 +296,8 @@ def evaluate(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.bench:
+        return bench(args)
     if args.eval == "videos":
         return evaluate_videos(args)
     if args.eval:

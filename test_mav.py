@@ -700,3 +700,28 @@ def test_torchrun_two_cpu_processes(trained, tmp_path):
     assert len(torch.load(folder / "video-train.pt", weights_only=False)["rng_cpu"]) == 2
     sample.main(["--checkpoints", str(folder), "--steps", "2", "--out", str(tmp_path / "ddp.gif")])
     assert iio.imread(tmp_path / "ddp.gif").shape[:3] == (16, 32, 32)
+
+
+# --- part 4: benchmarks ---------------------------------------------------------
+
+TRAIN_BENCH_KEYS = {"bench", "stage", "preset", "device", "batch", "samples_per_s", "frames_per_s", "step_s",
+                    "peak_mem_gib", "flops_per_step", "achieved_tflops", "peak_tflops", "mfu", "plain_step_s",
+                    "speedup_vs_plain", "compile", "precision"}
+
+
+@pytest.mark.parametrize("stage", ["image", "video", "interp", "sr", "judge"])
+def test_train_bench_prints_every_key(cache_dir, capsys, stage):
+    train.main(["--stage", stage, "--preset", "tiny", "--bench", "--bench-steps", "1", "--batch-size", "1",
+                "--frames", "6", "--out", str(cache_dir)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert TRAIN_BENCH_KEYS <= set(result) and result["stage"] == stage
+    assert result["flops_per_step"] > 0 and result["step_s"] > 0 and result["plain_step_s"] > 0
+    assert result["mfu"] is None and result["device"].startswith("cpu")  # no published peak for a CPU
+
+
+def test_sample_bench_times_every_stage(cascade, capsys):
+    sample.main(["--checkpoints", str(cascade), "--bench", "--num-samples", "1", "--steps", "1",
+                 "--interp-steps", "1", "--sr-steps", "1"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["seconds"]) == {"base", "interp", "sr"} and result["frames_out"] == 76
+    assert result["frames_per_s"] > 0 and result["size"] == 64

@@ -13,6 +13,7 @@ sampling uses), <out>/<stage>-train.pt (the full state, for --resume),
 <out>/<stage>.log (the loss) and sample grids under <out>/samples/.
 """
 import copy
+import json
 import math
 import os
 import resource
@@ -50,6 +51,11 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (measure with --bench first)")
+    p.add_argument("--bench", action="store_true",
+                   help="time warm-up + --bench-steps steps of fresh weights on the fast path and on the plain "
+                        "path (fp32, eager, unfused AdamW), print one JSON line, train nothing")
+    p.add_argument("--bench-steps", type=int, default=10, help="timed steps of --bench")
     p.add_argument("--out", default="checkpoints", help="folder of checkpoints (the video stage reads image from it)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue exactly where a run stopped: from <out>/<stage>-train.pt, or from PATH")
@@ -69,7 +75,7 @@ def parse_args(argv=None):
                    help="video stage: no text ever accompanies a clip (null prompt); implies --freeze-spatial")
     args = p.parse_args(argv)
     args.batch_size = args.batch_size or DEFAULT_BATCH[args.stage]
-    for name in ("steps", "batch_size", "frames", "log_every", "save_every"):
+    for name in ("steps", "batch_size", "frames", "log_every", "save_every", "bench_steps"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.lr <= 0 or not 0 <= args.ema_decay < 1:
@@ -265,8 +271,96 @@ def load_train_state(args, path):
     return state
 
 
+# Dense bf16 peak of the accelerators MFU is quoted against (FLOP/s), by a part of their name.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+
+
+def fresh_model(stage, preset):
+    """A model of the stage's shape with fresh weights (what --bench times)."""
+    cfg = mav.UNetConfig(**mav.PRESETS[preset])
+    if stage == "judge":
+        return mav.Judge(mav.JudgeConfig())
+    if stage == "image":
+        return mav.UNet(cfg)
+    if stage == "sr":
+        return mav.UNet(mav.replace(cfg, temporal=True, cond_channels=1, noise_cond=True))
+    video = mav.inflate(mav.UNet(cfg).state_dict(), cfg)
+    return video if stage == "video" else mav.inflate(video.state_dict(), mav.replace(video.cfg, cond_channels=2))
+
+
+def bench(args, device):
+    """Training speed of a stage: the fast path (bf16 autocast, fused AdamW, SDPA, optional
+    torch.compile) beside the plain path (fp32, eager, unfused AdamW), in one process."""
+    from torch.utils.flop_counter import FlopCounterMode
+    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(
+        args.out, args.text_encoder or mav.DEFAULT_TEXT_ENCODER).to(device)
+    batches = Batches(args, device)
+    fps = torch.ones(args.batch_size, device=device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def timed(fast: bool):
+        torch.manual_seed(args.seed)
+        model = fresh_model(args.stage, args.preset).to(device)
+        if fast:
+            optimizer = model.configure_optimizers(args.lr, device_type=device.type)
+        else:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, foreach=False, fused=False)
+        step_loss = StageLoss(model, batches, cache, args.stage, fps)
+        run = torch.compile(step_loss) if fast and args.compile else step_loss
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and args.precision == "bf16")
+
+        def one_step(module):
+            with autocast:
+                loss = module()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+
+        flops = None
+        if fast:  # counted on one eager step (the compiled graph does the same arithmetic)
+            with FlopCounterMode(display=False) as counter:
+                one_step(step_loss)
+            flops = counter.get_total_flops()
+        for _ in range(3):
+            one_step(run)
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        for _ in tqdm(range(args.bench_steps), desc=f"bench {'fast' if fast else 'plain'}", leave=False):
+            one_step(run)
+        sync()
+        step_s = (time.perf_counter() - t0) / args.bench_steps
+        peak = (torch.cuda.max_memory_allocated(device) if cuda
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
+        return step_s, flops, peak, model.num_params()
+
+    step_s, flops, peak, params = timed(fast=True)
+    plain_s, _, _, _ = timed(fast=False)
+    samples = args.batch_size + args.joint_images
+    frames = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    peak_flops = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    achieved = flops / step_s
+    print(json.dumps({
+        "bench": "train", "stage": args.stage, "preset": args.preset, "device": name, "torch": torch.__version__,
+        "params": params, "batch": args.batch_size, "joint_images": args.joint_images,
+        "precision": args.precision, "compile": args.compile,
+        "step_s": round(step_s, 4), "samples_per_s": round(samples / step_s, 1),
+        "frames_per_s": round(frames / step_s, 1), "peak_mem_gib": round(peak, 2),
+        "flops_per_step": flops, "achieved_tflops": round(achieved / 1e12, 3),
+        "peak_tflops": peak_flops and peak_flops / 1e12,
+        "mfu": peak_flops and round(achieved / peak_flops, 4),
+        "plain_step_s": round(plain_s, 4), "speedup_vs_plain": round(plain_s / step_s, 2),
+    }))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.bench:
+        return bench(args, torch.device(args.device))
     rank, world = setup_distributed(args)
     main_process = rank == 0
     device = torch.device(args.device)
@@ -314,6 +408,8 @@ def main(argv=None):
     batches = Batches(args, device)
     fps = torch.ones(args.batch_size, device=device)
     step_loss = StageLoss(model, batches, cache, args.stage, fps)
+    if args.compile:
+        step_loss = torch.compile(step_loss)
     if world > 1:  # gradients are averaged across ranks in backward(); weights stay identical
         step_loss = DistributedDataParallel(step_loss)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
