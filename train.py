@@ -271,6 +271,17 @@ def load_train_state(args, path):
     return state
 
 
+def optimizer_step(step_loss, model, optimizer, autocast):
+    """One training step: the loss under autocast, backward, grad-norm clip 1.0, AdamW. -> the loss."""
+    with autocast:
+        loss = step_loss()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss
+
+
 # Dense bf16 peak of the accelerators MFU is quoted against (FLOP/s), by a part of their name.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
@@ -311,12 +322,7 @@ def bench(args, device):
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and args.precision == "bf16")
 
         def one_step(module):
-            with autocast:
-                loss = module()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            optimizer_step(module, model, optimizer, autocast)
 
         flops = None
         if fast:  # counted on one eager step (the compiled graph does the same arithmetic)
@@ -468,12 +474,7 @@ def main(argv=None):
             lr = args.lr * min(1.0, (step + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast:
-                loss = step_loss()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            loss = optimizer_step(step_loss, model, optimizer, autocast)
             decay = min(args.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1 - decay)
