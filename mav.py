@@ -237,6 +237,7 @@ class Text:
 
     @staticmethod
     def cat(texts: list["Text"]) -> "Text":
+        """Join batches; tokens are zero-padded (mask False) to the longest prompt."""
         width = max(t.tokens.shape[1] for t in texts)
         pad = lambda t, n: F.pad(t, (0, 0, 0, n) if t.ndim == 3 else (0, n))
         return Text(torch.cat([pad(t.tokens, width - t.tokens.shape[1]) for t in texts]),

@@ -13,9 +13,11 @@ The model knows prompts of the form "<digit> and <digit>", each digit a
 numeral or a word ("2 and four", "two and 4"). Other text still samples, with
 a warning.
 """
+import argparse
 import json
 import os
 import re
+import sys
 import time
 
 import torch
@@ -32,7 +34,7 @@ CHECKPOINT_OF = {**STAGES, "image": "image", "judge": "judge"}
 
 def parse_args(argv=None):
     p = mav.ArgumentParser(description="Sample Moving MNIST videos from text with the Make-A-Video cascade.",
-                           formatter_class=mav.argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompt", action="append", default=None,
                    help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
     p.add_argument("--num-samples", type=int, default=None,
@@ -311,7 +313,7 @@ def main(argv=None):
     for prompt in dict.fromkeys(args.prompt):
         if mav.parse_prompt(prompt) is None:
             print(f"warning: {prompt!r} is not of the form '<digit> and <digit>', the only text the model "
-                  f"was trained on; sampling anyway", file=mav.sys.stderr)
+                  f"was trained on; sampling anyway", file=sys.stderr)
 
     prompts = [p for p in args.prompt for _ in range(args.num_samples)]
     cache = mav.TextCache.load_or_build(args.checkpoints, encoders.pop())

@@ -12,12 +12,14 @@ Every stage writes <out>/<stage>.safetensors + .json (EMA weights, what
 sampling uses), <out>/<stage>-train.pt (the full state, for --resume),
 <out>/<stage>.log (the loss) and sample grids under <out>/samples/.
 """
+import argparse
 import copy
 import json
 import math
 import os
 import resource
 import signal
+import sys
 import time
 from dataclasses import asdict
 
@@ -34,7 +36,7 @@ DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4, "judge": 256}
 
 def parse_args(argv=None):
     p = mav.ArgumentParser(description="Train one stage of Make-A-Video on Moving MNIST.",
-                           formatter_class=mav.argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--stage", required=True, choices=STAGES, help="which network to train")
     p.add_argument("--preset", default="small", choices=list(mav.PRESETS),
                    help="model size: tiny (tests), small (CPU), base (GPU)")
@@ -399,7 +401,7 @@ def main(argv=None):
                 torch.cuda.set_rng_state(state["rng_cuda"][rank], device)
         else:
             print(f"warning: {world} processes now, {len(state['rng_cpu'])} when saved: the data stream "
-                  "is reseeded, so the run continues correctly but not bit-exactly", file=mav.sys.stderr)
+                  "is reseeded, so the run continues correctly but not bit-exactly", file=sys.stderr)
             torch.manual_seed(args.seed + 1000 * start + rank)
     else:
         torch.manual_seed(args.seed + rank)  # each rank its own data
