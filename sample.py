@@ -222,7 +222,8 @@ def evaluate_videos(args):
               "steps": args.steps, "guidance": args.guidance, **score(base_rate(videos), labels)}
     if interp:  # the same figures at the full frame rate
         result["full_rate"] = score(videos, labels)
-    result["ceiling"] = score(base_rate(real(args.seed + 1)[0]), real(args.seed + 1)[1])
+    ceiling, ceiling_labels = real(args.seed + 1)
+    result["ceiling"] = score(base_rate(ceiling), ceiling_labels)
     if os.path.exists(os.path.join(args.checkpoints, "image.json")):  # 16 unrelated frames per "video"
         image_model, f = load(args, "image")[0], args.frames
         per_frame = lambda t: t[torch.arange(len(t)).repeat_interleave(f)]
