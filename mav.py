@@ -38,6 +38,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -144,6 +145,27 @@ def area_downsample(video: torch.Tensor, size: int = BASE) -> torch.Tensor:
     if video.ndim == 5:
         return F.avg_pool3d(video, (1, factor, factor))
     return F.avg_pool2d(video, factor)
+
+
+def fit_frames(frames: torch.Tensor, size: int = BASE) -> torch.Tensor:
+    """Outside pictures (f h w) in [0, 1], any size -> (f size size), made the way the training frames are:
+    centre-cropped to a square, resized to the 64² canvas, then area-downsampled."""
+    h, w = frames.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = frames[:, None, top:top + side, left:left + side].float()
+    canvas = F.interpolate(square, size=(CANVAS, CANVAS), mode="area" if side > CANVAS else "bilinear",
+                           **({} if side > CANVAS else dict(align_corners=False)))
+    return area_downsample(canvas.clamp(0, 1), size)[:, 0]
+
+
+def unlike_training_frames(frames: torch.Tensor) -> str | None:
+    """Why pictures (f h w) in [0, 1] do not look like Moving MNIST frames (white digits on black), or None."""
+    mean, lit = frames.mean().item(), (frames > 0.5).float().mean().item()
+    if mean > 0.3 or lit > 0.4:
+        return (f"mean brightness {mean:.2f} and {lit:.0%} bright pixels, where Moving MNIST frames are white "
+                f"digits on black (about 0.05 and 5%)")
+    return None
 
 
 def to_model(x01):   # [0, 1] -> [-1, 1]
@@ -394,7 +416,8 @@ def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, **condi
 
 @torch.no_grad()
 def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str = "ddim", guidance: float = 3.0,
-           generator=None, progress=None, noise=None, **conditioning) -> torch.Tensor:
+           generator=None, progress=None, noise=None, init=None, strength: float = 1.0,
+           **conditioning) -> torch.Tensor:
     """Draw samples of `shape` (b c h w or b c f h w) in [-1, 1], guided by `text` against `null`.
 
     Both samplers step along t = 1 -> 0 on `steps` equal steps. From z_t and
@@ -405,13 +428,21 @@ def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str =
     `noise` replaces the initial z_1 ~ N(0, I); `conditioning` (fps, cond,
     aug: tensors with the batch first) goes to the model. With guidance 1 the
     unconditional half is skipped.
+
+    Variations (SDEdit, Meng et al. 2022): given `init` (a clean sample of
+    `shape`) and 0 < strength = S <= 1, start at t = S from z_S = α_S·init + σ_S·ε
+    and take round(S·steps) steps to 0. S → 0 returns init; S = 1 ignores it.
     """
     device = text.tokens.device
     z = (torch.randn(shape, generator=generator) if noise is None else noise.expand(shape)).to(device)
+    if init is not None:
+        alpha, sigma = alpha_sigma(logsnr_schedule(torch.tensor(float(strength))))
+        z = alpha * init.to(device) + sigma * z
+        steps = max(1, round(strength * steps))
     guided = guidance != 1.0
     both = Text.cat([text, null]) if guided else text
     twice = {k: torch.cat([v, v]) if guided else v for k, v in conditioning.items() if v is not None}
-    ts = torch.linspace(1.0, 0.0, steps + 1)
+    ts = torch.linspace(strength if init is not None else 1.0, 0.0, steps + 1)
     b = shape[0]
     for i in (progress or (lambda r: r))(range(steps)):
         lt, ls = logsnr_schedule(ts[i]), logsnr_schedule(ts[i + 1])
@@ -760,7 +791,8 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # at zero, so it starts as the video model and learns to use what it is shown.
 # The same network extrapolates when the known frames are the first k of a
 # clip: that continues a video (sample.py --extend) and, with k = 1, animates
-# a still image.
+# a still image (--image); with the first and the last frame known it makes
+# the motion between two images (--between). The paper shows both (§4.4).
 #
 # Training clips are rendered at 5x the base frame rate (stride 0.2: the same
 # motion, a fifth of the step between frames). A 16-frame window then holds 4
@@ -779,14 +811,19 @@ def masked_conditioning(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
 
 def training_masks(batch: int, frames: int, device, generator=None):
-    """Half interpolation windows (every 5th frame known, stride 0.2), half extrapolation
-    (the first k in 1..frames-1 known, base stride 1). -> mask (b f) bool, stride (b,)."""
+    """The three tasks of the one masked network, drawn per clip -> mask (b f) bool, stride (b,):
+      interpolation (1/2): every 5th frame known, at stride 0.2 (5x the base rate)   -> the cascade's ↑F
+      extrapolation (1/4): the first k in 1..frames-1 known, at the base stride 1    -> --extend, --image (k = 1)
+      in-between    (1/4): the first and the last frame known, at the base stride 1  -> --between
+    """
     kw = dict(device=device, generator=generator)
-    interp = torch.rand(batch, **kw) < 0.5
+    task = torch.randint(4, (batch, 1), **kw)  # 0, 1: interpolation; 2: extrapolation; 3: in-between
     index = torch.arange(frames, device=device)
-    first_k = torch.randint(1, frames, (batch, 1), **kw)
-    mask = torch.where(interp[:, None], (index % INTERP_FACTOR == 0)[None], index[None] < first_k)
-    stride = torch.where(interp, 1.0 / INTERP_FACTOR, 1.0)
+    every_5th = (index % INTERP_FACTOR == 0)[None]
+    first_k = index[None] < torch.randint(1, frames, (batch, 1), **kw)
+    ends = ((index == 0) | (index == frames - 1))[None]
+    mask = torch.where(task < 2, every_5th, torch.where(task == 2, first_k, ends))
+    stride = torch.where(task[:, 0] < 2, 1.0 / INTERP_FACTOR, 1.0)
     return mask, stride
 
 
@@ -836,6 +873,20 @@ def extend(model, clip, new_frames: int, text: Text, null: Text, window: int = I
         clip = torch.cat([clip, _fill(model, known, mask, text, null, 1.0, **kw)[:, :, -n:]], dim=2)
         new_frames -= n
     return clip
+
+
+@torch.no_grad()
+def animate(model, first, text: Text, null: Text, frames: int = 16, last=None, **kw):
+    """first (b 1 h w) in [-1, 1] -> a clip (b 1 frames h w) at the base rate that starts with it
+    (and ends with `last`, when given: the motion between two images). The given frames are kept."""
+    known = first.new_zeros(first.shape[0], 1, frames, *first.shape[-2:])
+    known[:, :, 0] = first
+    index = torch.arange(frames, device=first.device)
+    mask = index == 0
+    if last is not None:
+        known[:, :, -1] = last
+        mask = mask | (index == frames - 1)
+    return _fill(model, known, mask.expand(len(known), -1), text, null, 1.0, **kw)
 
 
 def linear_blend(clip: torch.Tensor, factor: int = INTERP_FACTOR) -> torch.Tensor:
@@ -989,13 +1040,14 @@ class Judge(Model):
         """(n 1 h w) in [0, 1], 32² or 64² -> (pair index (n,), features (n feat))."""
         if frames.shape[-1] != BASE:
             frames = area_downsample(frames)
+        device = next(self.parameters()).device
         pairs, feats = [], []
-        onehot = F.one_hot(PAIR_COUNTS, 3).float().to(frames.device)                # 55 10 3
+        onehot = F.one_hot(PAIR_COUNTS, 3).float().to(device)                       # 55 10 3
         for chunk in frames.split(batch):
-            f = self.features(chunk)
+            f = self.features(chunk.to(device))
             logp = self.head(f).view(-1, 10, 3).float().log_softmax(-1)
-            pairs.append(torch.einsum('ndk,pdk->np', logp, onehot).argmax(1))         # most likely pair
-            feats.append(f.float())
+            pairs.append(torch.einsum('ndk,pdk->np', logp, onehot).argmax(1).cpu())  # most likely pair
+            feats.append(f.float().cpu())
         return torch.cat(pairs), torch.cat(feats)
 
 
@@ -1158,6 +1210,35 @@ def video_grid(videos: torch.Tensor, pad: int = 2, cols: int | None = None) -> n
         r, c = divmod(i, cols)
         grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = videos[i]
     return (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+class InputError(Exception):
+    """A picture or video given on the command line that cannot be used; its message is one line."""
+
+
+def read_frames(path: str) -> torch.Tensor:
+    """An image (PNG, JPEG, ...: one frame) or a video (GIF, MP4: every frame) -> (f h w) in [0, 1],
+    grayscale by luminance (transparent pixels count as black)."""
+    import imageio.v3 as iio
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():  # imageio's plugins complain while they try a file that is no picture
+            warnings.simplefilter("ignore")
+            is_batch = iio.improps(path, index=None).is_batch
+            pixels = np.asarray(iio.imread(path, index=None))
+    except Exception as e:
+        raise InputError(f"cannot read {path} as an image or a video ({type(e).__name__})") from None
+    if not is_batch:
+        pixels = pixels[None]
+    if pixels.ndim not in (3, 4) or pixels.size == 0:
+        raise InputError(f"cannot read {path}: unexpected pixel array of shape {pixels.shape}")
+    scale = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else 1.0
+    x = torch.from_numpy(pixels.astype(np.float32) / scale)
+    if x.ndim == 4:  # f h w channels
+        gray = x[..., :3] @ torch.tensor([0.299, 0.587, 0.114]) if x.shape[-1] >= 3 else x[..., 0]
+        x = gray * x[..., -1] if x.shape[-1] in (2, 4) else gray  # the last channel is alpha
+    return x.clamp(0, 1)
 
 
 def write_video(path: str, frames: np.ndarray, fps: float, scale: int = 1):

@@ -8,6 +8,10 @@ Sample Moving MNIST videos from a prompt with the Make-A-Video cascade.
     python sample.py --eval                        # judge scores of 100 videos, beside real clips and the image model
     python sample.py --eval interp                 # PSNR on held-out clips vs linear blending
     python sample.py --eval sr                     # PSNR on held-out clips vs bicubic
+    python sample.py --prompt "2 and four" --image start.png          # animate a picture (its first frame)
+    python sample.py --prompt "2 and four" --between a.png b.png      # the motion from one picture to another
+    python sample.py --prompt "2 and four" --variation clip.gif --strength 0.6   # a variation of a video
+    python sample.py --stages image --prompt-file docs/image_prompts.txt --out grid.png  # the image model alone
 
 The model knows prompts of the form "<digit> and <digit>", each digit a
 numeral or a word ("2 and four", "two and 4"). Other text still samples, with
@@ -30,6 +34,7 @@ import mav
 BASE_FPS = 8                                            # frames per second of a base-rate clip
 STAGES = {"base": "video", "interp": "interp", "sr": "sr"}  # cascade stage -> checkpoint name
 CHECKPOINT_OF = {**STAGES, "image": "image", "judge": "judge"}
+EVALS = ["videos", "interp", "sr", "animate", "between", "variation"]
 
 
 def parse_args(argv=None):
@@ -37,14 +42,29 @@ def parse_args(argv=None):
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompt", action="append", default=None,
                    help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
+    p.add_argument("--prompt-file", default=None,
+                   help="prompts, one per line or separated by commas, added to --prompt's")
+    p.add_argument("--image", default=None, metavar="PICTURE",
+                   help="animate a picture (PNG/JPEG/GIF frame, any size): it is the first frame, the masked "
+                        "network makes the rest with the prompt; then the rest of the cascade")
+    p.add_argument("--between", nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="two pictures: the clip's first and last frames; the frames between are made")
+    p.add_argument("--variation", default=None, metavar="VIDEO",
+                   help="a video (GIF/MP4, >= 16 frames, >= 32x32; 16 frames evenly spaced over it are used) "
+                        "noised to time --strength and denoised with the prompt")
+    p.add_argument("--strength", type=float, default=None,
+                   help="--variation: 0 < S <= 1, how far from the input (about 0 = the input, 1 = a fresh "
+                        "sample; default 0.6)")
     p.add_argument("--num-samples", type=int, default=None,
                    help="videos per prompt (default 1); --eval: clips scored (videos 100, interp / sr 32)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
     p.add_argument("--stages", default=None,
-                   help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint)")
+                   help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint); "
+                        "or image: single frames from the image model (a PNG)")
     p.add_argument("--steps", type=int, default=50, help="diffusion steps of the base model")
     p.add_argument("--interp-steps", type=int, default=20, help="diffusion steps of frame interpolation")
-    p.add_argument("--sr-steps", type=int, default=20, help="diffusion steps of super-resolution")
+    p.add_argument("--sr-steps", type=int, default=10,
+                   help="diffusion steps of super-resolution (10: the same adherence as 20, half the time; README)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ancestral"])
     p.add_argument("--guidance", type=float, default=3.0,
                    help="classifier-free guidance weight of the base model (1 = none); interp and SR run unguided")
@@ -57,17 +77,37 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output .gif or .mp4 (default output/<prompt>.gif)")
     p.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this factor")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--eval", nargs="?", const="videos", default=None, choices=["videos", "interp", "sr"],
+    p.add_argument("--eval", nargs="?", const="videos", default=None, choices=EVALS,
                    help="videos (the default): judge scores of the cascade's samples beside real held-out clips "
                         "and the image model frame by frame; interp / sr: PSNR on held-out clips beside a "
-                        "simple baseline. Prints one JSON line")
+                        "simple baseline; animate / between / variation: the three modes above on held-out "
+                        "clips, each beside a baseline. Prints one JSON line")
     p.add_argument("--bench", action="store_true",
                    help="time the cascade for --num-samples prompts (default 16), per stage, and print one JSON line")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision of the networks")
     args = p.parse_args(argv)
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file) as fh:
+                extra = [q.strip() for line in fh for q in line.split(",") if q.strip()]
+        except OSError as e:
+            p.error(f"--prompt-file: cannot read {args.prompt_file} ({e.strerror})")
+        if not extra:
+            p.error(f"--prompt-file: no prompts in {args.prompt_file}")
+        args.prompt = (args.prompt or []) + extra
     args.prompt = args.prompt or ["2 and four"]
     args.num_samples = args.num_samples if args.num_samples is not None else \
-        (16 if args.bench else {None: 1, "videos": 100, "interp": 32, "sr": 32}[args.eval])
+        (16 if args.bench else {None: 1, "videos": 100, "interp": 32, "sr": 32}.get(args.eval, 100))
+    modes = [flag for flag in ("image", "between", "variation") if getattr(args, flag)]
+    if len(modes) > 1:
+        p.error(f"--{modes[0]} and --{modes[1]} are different modes: choose one")
+    if modes and (args.eval or args.bench):
+        p.error(f"--{modes[0]} makes videos from your files; it does not combine with --eval or --bench")
+    if args.strength is not None and not args.variation:
+        p.error("--strength applies to --variation")
+    args.strength = 0.6 if args.strength is None else args.strength
+    if not 0 < args.strength <= 1:
+        p.error(f"--strength must be in (0, 1], got {args.strength:g}")
     for name in ("num_samples", "steps", "interp_steps", "sr_steps", "frames", "scale"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -77,9 +117,13 @@ def parse_args(argv=None):
         p.error("--extend must be >= 0")
     if args.stages is not None:
         args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        unknown = [s for s in args.stages if s not in STAGES]
+        unknown = [s for s in args.stages if s not in STAGES and s != "image"]
         if unknown or not args.stages:
-            p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr")
+            p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
+                    f"(or image alone)")
+        if "image" in args.stages and (len(args.stages) > 1 or modes or args.eval or args.bench or args.extend):
+            p.error("--stages image samples single frames from the image model; it does not combine with "
+                    "other stages, --image/--between/--variation, --extend, --eval or --bench")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: CUDA is not available here")
     return args
@@ -108,10 +152,20 @@ def choose_stages(args) -> list[str]:
     else:
         stages = ["base"] + [s for s in ("interp", "sr")
                              if os.path.exists(os.path.join(args.checkpoints, STAGES[s] + ".json"))]
-    if args.extend and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
-        mav.die(f"--extend continues clips with the interpolation network: no interp checkpoint in "
+    masked = [f"--{flag}" for flag in ("extend", "image", "between") if getattr(args, flag)]
+    if masked and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
+        mav.die(f"{masked[0]} makes frames with the masked interpolation network: no interp checkpoint in "
                 f"{args.checkpoints}/; train it with: python train.py --stage interp")
     return stages
+
+
+def needed_models(args, stages) -> list[str]:
+    """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
+    (which then makes the base clip, so the base video model is not needed)."""
+    names = [s for s in stages if not (s == "base" and (args.image or args.between))]
+    if (args.extend or args.image or args.between) and "interp" not in names:
+        names.append("interp")
+    return names
 
 
 def progress(desc):
@@ -122,9 +176,11 @@ def autocast(args):
     return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
 
-def cascade(args, models, stages, text, null, g, quiet=False, timings=None):
+def cascade(args, models, stages, text, null, g, quiet=False, timings=None, given=None):
     """base -> (extend) -> interp -> sr for the prompts of `text`. -> (x (n 1 f h w) in [-1, 1], fps).
-    `timings`, if given, receives each stage's wall time in seconds."""
+    `timings`, if given, receives each stage's wall time in seconds. `given` replaces the base model's
+    sample from noise: {"first": (n 1 h w)[, "last": ...]} animates with the masked network (--image,
+    --between), {"video": (n 1 f h w)} is a video to vary (--variation, at args.strength)."""
     n = len(text)
     common = dict(sampler=args.sampler, generator=g)
     bar = (lambda desc: None) if quiet else progress
@@ -137,9 +193,14 @@ def cascade(args, models, stages, text, null, g, quiet=False, timings=None):
             timings[stage] = round(time.perf_counter() - clock[0], 2)
             clock[0] = time.perf_counter()
 
-    x = mav.sample(models["base"][0], (n, 1, args.frames, mav.BASE, mav.BASE), text, null, steps=args.steps,
-                   guidance=args.guidance, fps=torch.ones(n, device=args.device),
-                   progress=bar(f"base {args.frames}x{mav.BASE}²"), **common)
+    base = dict(steps=args.steps, guidance=args.guidance, progress=bar(f"base {args.frames}x{mav.BASE}²"), **common)
+    if given and "first" in given:  # the masked network, first (and last) frame known
+        x = mav.animate(models["interp"][0], given["first"], text, null, frames=args.frames, last=given.get("last"),
+                        **base)
+    else:  # from noise, or (SDEdit) from the given video noised to t = strength
+        init = given["video"] if given else None
+        x = mav.sample(models["base"][0], (n, 1, args.frames, mav.BASE, mav.BASE), text, null,
+                       fps=torch.ones(n, device=args.device), init=init, strength=args.strength, **base)
     done("base")
     fps = BASE_FPS
     if args.extend:
@@ -297,17 +358,134 @@ def evaluate(args):
     print(json.dumps(result))
 
 
+def evaluate_modes(args):
+    """--eval animate | between | variation on real held-out clips (base rate, 32²), each beside a baseline:
+      animate    the first frame of a clip + its prompt -> judge scores and motion (mean |frame t+1 - frame t|),
+                 beside the real clips and the first frame held still
+      between    its first and last frames -> PSNR of the made middle frames against the true ones,
+                 beside a linear cross-fade of the two ends
+      variation  the clip with a prompt naming other digits, at strength 0.4 / 0.6 / 0.8 / 1 -> adherence to
+                 the new prompt, to the clip's own digits, and PSNR to the input: the trade-off, row by row"""
+    mode = args.eval
+    model, meta = load(args, "base" if mode == "variation" else "interp")
+    judge = load(args, "judge")[0]
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    n, dev, f = args.num_samples, args.device, args.frames
+    g = torch.Generator().manual_seed(args.seed)
+    video, labels = mav.MovingMNIST("test").sample(n, frames=f, generator=g)  # held-out digits only
+    real = mav.to_model(mav.area_downsample(video)).to(dev)                  # n 1 f 32 32
+    null = cache(torch.full((n,), mav.NULL_PROMPT)).to(dev)
+    pixels = lambda x: mav.to_pixels(x.float())[:, 0].cpu()                 # n f h w in [0, 1]
+    fp32 = lambda: torch.autocast(torch.device(dev).type, enabled=False)  # the judge reads as in --eval videos
+
+    def score(x, lab):
+        with fp32():
+            return mav.score_videos(judge, pixels(x), lab)[0]
+    psnr = lambda x, y: round(mav.psnr(pixels(x), pixels(y)).mean().item(), 2)
+    kw = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, generator=g)
+    t0 = time.time()
+    result = {"eval": mode, "n": n, "frames": f, "steps": args.steps, "guidance": args.guidance}
+    with autocast(args):
+        if mode == "animate":
+            text = cache(mav.prompt_ids(labels, g)).to(dev)
+            made = in_chunks(lambda first, t, u: mav.animate(model, first, t, u, frames=f, **kw),
+                             n, 16, real[:, :, 0], text, null)
+            result.update(animated=score(made, labels), real=score(real, labels),
+                          still=score(real[:, :, :1].expand_as(real), labels))
+        elif mode == "between":
+            text = cache(mav.prompt_ids(labels, g)).to(dev)
+            made = in_chunks(lambda first, last, t, u: mav.animate(model, first, t, u, frames=f, last=last, **kw),
+                             n, 16, real[:, :, 0], real[:, :, -1], text, null)
+            w = torch.linspace(0, 1, f, device=dev).view(1, 1, f, 1, 1)
+            blend = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
+            middle = slice(1, f - 1)
+            result.update(psnr=psnr(made[:, :, middle], real[:, :, middle]),
+                          psnr_linear_blend=psnr(blend[:, :, middle], real[:, :, middle]),
+                          made=score(made, labels), real=score(real, labels))
+        elif mode == "variation":
+            # a prompt that names another pair of digits than the clip's, so following it means changing it
+            shift = torch.randint(1, len(mav.PAIRS), (n,), generator=g)
+            other = torch.tensor(mav.PAIRS)[(mav.pair_index(labels) + shift) % len(mav.PAIRS)]
+            text = cache(mav.prompt_ids(other, g)).to(dev)
+            fps = torch.ones(n, device=dev)
+            rows = [{"strength": 0.0, "adherence_new_prompt": score(real, other)["adherence"],
+                     "adherence_own_digits": score(real, labels)["adherence"], "psnr_to_input": None}]
+            for strength in (0.4, 0.6, 0.8, 1.0):
+                made = in_chunks(lambda x, t, u, r: mav.sample(model, x.shape, t, u, init=x, strength=strength,
+                                                               fps=r, **kw), n, 16, real, text, null, fps)
+                new, own = score(made, other), score(made, labels)
+                rows.append({"strength": strength, "adherence_new_prompt": new["adherence"],
+                             "adherence_own_digits": own["adherence"], "psnr_to_input": psnr(made, real),
+                             "switch_rate": new["switch_rate"], "motion": new["motion"]})
+            result["rows"] = rows
+    result.update(preset=meta.get("preset"), trained_steps=meta.get("step"), seconds=round(time.time() - t0, 1))
+    print(json.dumps(result))
+
+
+def read_pictures(args, n: int) -> dict | None:
+    """The files of --image / --between / --variation, made like the training frames (32², [-1, 1]) and
+    repeated for the n videos -> `given` for cascade(), or None. Unusable files: one line, exit 2."""
+    if not (args.image or args.between or args.variation):
+        return None
+    to_batch = lambda frames: mav.to_model(frames).to(args.device).expand(n, *frames.shape)
+    try:
+        if args.variation:
+            frames = mav.read_frames(args.variation)
+            if len(frames) < args.frames:
+                mav.die(f"{args.variation} has {len(frames)} frame{'s' * (len(frames) != 1)}; --variation needs "
+                        f"at least {args.frames}")
+            if min(frames.shape[-2:]) < mav.BASE:
+                mav.die(f"{args.variation} is {frames.shape[-1]}x{frames.shape[-2]}; --variation needs at least "
+                        f"{mav.BASE}x{mav.BASE}")
+            frames = frames[torch.linspace(0, len(frames) - 1, args.frames).round().long()]  # evenly spaced
+            pictures = {"video": frames}
+        else:
+            paths = [args.image] if args.image else args.between
+            pictures = dict(zip(["first", "last"], (mav.read_frames(path)[:1] for path in paths)))
+    except mav.InputError as e:
+        mav.die(str(e))
+    for name, frames in pictures.items():
+        why = mav.unlike_training_frames(frames)
+        if why:
+            print(f"warning: the {name} picture does not look like the training data ({why}); "
+                  f"running anyway", file=sys.stderr)
+    fitted = {name: mav.fit_frames(frames) for name, frames in pictures.items()}  # f 32 32
+    if "video" in fitted:
+        return {"video": to_batch(fitted["video"][None])}                         # n 1 f 32 32
+    return {name: to_batch(frames) for name, frames in fitted.items()}              # n 1 32 32
+
+
+def sample_images(args, text, null, g, prompts):
+    """--stages image: one frame per prompt from the text-to-image model -> a PNG grid (and its prompt list)."""
+    model = load(args, "image")[0]
+    with autocast(args):
+        x = mav.sample(model, (len(prompts), 1, mav.BASE, mav.BASE), text, null, steps=args.steps,
+                       guidance=args.guidance, sampler=args.sampler, generator=g,
+                       progress=progress(f"image {len(prompts)}x{mav.BASE}²"))
+    images = mav.to_pixels(x.float()).cpu()  # n 1 h w: one-frame videos
+    distinct = list(dict.fromkeys(args.prompt))
+    out = args.out or os.path.join("output", (slug(distinct[0]) if len(distinct) == 1 else "grid") + ".png")
+    cols = 8 if len(images) % 8 == 0 and len(images) >= 16 else None
+    mav.write_video(out, mav.video_grid(images, pad=2 if len(images) > 1 else 0, cols=cols), fps=1,
+                    scale=args.scale)
+    if len(images) > 1:
+        with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
+            fh.write("\n".join(prompts) + "\n")
+    print(f"wrote {out} ({len(images)} image{'s' * (len(images) > 1)} at {mav.BASE}x{mav.BASE}; image model)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.bench:
         return bench(args)
     if args.eval == "videos":
         return evaluate_videos(args)
+    if args.eval in ("animate", "between", "variation"):
+        return evaluate_modes(args)
     if args.eval:
         return evaluate(args)
-    stages = choose_stages(args)
-    needed = stages + (["interp"] if args.extend and "interp" not in stages else [])
-    models = {s: load(args, s) for s in needed}
+    stages = ["image"] if args.stages == ["image"] else choose_stages(args)
+    models = {s: load(args, s) for s in needed_models(args, stages)}
     encoders = {meta["text_encoder"] for _, meta in models.values()}
     if len(encoders) > 1:
         mav.die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: {sorted(encoders)}")
@@ -317,12 +495,15 @@ def main(argv=None):
                   f"was trained on; sampling anyway", file=sys.stderr)
 
     prompts = [p for p in args.prompt for _ in range(args.num_samples)]
+    given = read_pictures(args, len(prompts))
     cache = mav.TextCache.load_or_build(args.checkpoints, encoders.pop())
     text = cache.embed(prompts).to(args.device)
     null = cache.embed([""] * len(prompts)).to(args.device)
     g = torch.Generator().manual_seed(args.seed)
+    if stages == ["image"]:
+        return sample_images(args, text, null, g, prompts)
     with autocast(args):
-        x, fps = cascade(args, models, stages, text, null, g)
+        x, fps = cascade(args, models, stages, text, null, g, given=given)
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
     n = len(videos)
 
@@ -332,7 +513,10 @@ def main(argv=None):
     if n > 1:  # the prompts in grid order, row by row, like the seed's tables
         with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
             fh.write("\n".join(prompts) + "\n")
-    print(f"wrote {out} ({n} video{'s' if n > 1 else ''}, {videos.shape[1]} frames at "
+    mode = {"image": " from --image", "between": " from --between", "variation": f" (variation, strength "
+            f"{args.strength:g})"}
+    how = "".join(mode[flag] for flag in mode if getattr(args, flag))
+    print(f"wrote {out} ({n} video{'s' if n > 1 else ''}{how}, {videos.shape[1]} frames at "
           f"{videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)})")
 
 

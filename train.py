@@ -53,7 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (measure with --bench first)")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the training step, in this mode (reduce-overhead adds CUDA graphs); "
+                        "measure with --bench first")
     p.add_argument("--bench", action="store_true",
                    help="time warm-up + --bench-steps steps of fresh weights on the fast path and on the plain "
                         "path (fp32, eager, unfused AdamW), print one JSON line, train nothing")
@@ -61,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="checkpoints", help="folder of checkpoints (the video stage reads image from it)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue exactly where a run stopped: from <out>/<stage>-train.pt, or from PATH")
+    p.add_argument("--init", default=None, metavar="FOLDER",
+                   help="start from the weights of this stage's checkpoint in FOLDER (e.g. checkpoints, to "
+                        "fine-tune the shipped ones) instead of from its source stage; steps count from 0")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
@@ -86,6 +92,8 @@ def parse_args(argv=None):
         p.error("--unlabeled, --freeze-spatial and --eval-every apply to the video stage")
     if args.stage == "interp" and (args.frames - 1) % mav.INTERP_FACTOR:
         p.error(f"--frames for interp must be 1 + a multiple of {mav.INTERP_FACTOR} (e.g. 16)")
+    if args.init and args.resume:
+        p.error("--init starts a new run from a checkpoint's weights, --resume continues a run: choose one")
     args.freeze_spatial |= args.unlabeled
     if args.joint_images is None:
         args.joint_images = 4 * args.batch_size if args.stage == "video" and not args.freeze_spatial else 0
@@ -114,6 +122,17 @@ def build_model(args):
     upsampled low-res video as an input channel and its noise level embedded.
     """
     preset = mav.UNetConfig(**mav.PRESETS[args.preset])
+    if args.init:  # fine-tuning: the stage's own weights, from any folder
+        try:
+            model, meta = mav.load_checkpoint(args.init, args.stage, text_encoder=args.text_encoder)
+        except mav.CheckpointError as e:
+            mav.die(f"--init: {e}")
+        if args.stage != "judge" and meta.get("preset") != args.preset:
+            mav.die(f"--init: the {args.stage} checkpoint in {args.init}/ is preset {meta.get('preset')!r}, "
+                    f"not {args.preset!r}")
+        args.text_encoder = meta.get("text_encoder")
+        kept = {k: v for k, v in meta.items() if k.endswith("_step") and k != "init_step"}
+        return model.train(), {**kept, "init_step": (meta.get("step") or 0) + meta.get("init_step", 0)}
     if args.stage == "judge":  # no text, no preset: one small CNN reads every stage
         return mav.Judge(mav.JudgeConfig()), {}
     if args.stage == "image":
@@ -288,6 +307,10 @@ def optimizer_step(step_loss, model, optimizer, autocast):
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
 
+def compiled(module, mode: str):
+    return torch.compile(module, mode=None if mode == "default" else mode)
+
+
 def fresh_model(stage, preset):
     """A model of the stage's shape with fresh weights (what --bench times)."""
     cfg = mav.UNetConfig(**mav.PRESETS[preset])
@@ -320,7 +343,7 @@ def bench(args, device):
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, foreach=False, fused=False)
         step_loss = StageLoss(model, batches, cache, args.stage, fps)
-        run = torch.compile(step_loss) if fast and args.compile else step_loss
+        run = compiled(step_loss, args.compile) if fast and args.compile else step_loss
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and args.precision == "bf16")
 
         def one_step(module):
@@ -343,10 +366,10 @@ def bench(args, device):
         step_s = (time.perf_counter() - t0) / args.bench_steps
         peak = (torch.cuda.max_memory_allocated(device) if cuda
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
-        return step_s, flops, peak, model.num_params()
+        return step_s, flops, peak, model.num_params(), lambda: one_step(run)
 
-    step_s, flops, peak, params = timed(fast=True)
-    plain_s, _, _, _ = timed(fast=False)
+    step_s, flops, peak, params, fast_step = timed(fast=True)
+    plain_s = timed(fast=False)[0]
     samples = args.batch_size + args.joint_images
     frames = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
@@ -363,6 +386,26 @@ def bench(args, device):
         "mfu": peak_flops and round(achieved / peak_flops, 4),
         "plain_step_s": round(plain_s, 4), "speedup_vs_plain": round(plain_s / step_s, 2),
     }))
+    if cuda:  # where the time goes: the top kernels of a few fast steps, for BENCHMARKS.md
+        print(profile_table(fast_step), file=sys.stderr)
+
+
+def profile_table(step, steps: int = 3) -> str:
+    """torch.profiler over a few CUDA training steps -> the GPU's busy share of the wall time and the
+    kernels that take most of it: whether a step is bound by its arithmetic or by launching kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    averages = prof.key_averages()
+    kernels = [e for e in averages if str(e.device_type).endswith("CUDA")]
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6  # µs -> s
+    launches = sum(e.count for e in kernels) / steps
+    head = f"profile: GPU busy {busy / wall:.0%} of {wall / steps * 1e3:.1f} ms per step, {launches:.0f} kernels per step"
+    return head + "\n" + averages.table(sort_by="self_device_time_total", row_limit=12)
 
 
 def main(argv=None):
@@ -417,7 +460,7 @@ def main(argv=None):
     fps = torch.ones(args.batch_size, device=device)
     step_loss = StageLoss(model, batches, cache, args.stage, fps)
     if args.compile:
-        step_loss = torch.compile(step_loss)
+        step_loss = compiled(step_loss, args.compile)
     if world > 1:  # gradients are averaged across ranks in backward(); weights stay identical
         step_loss = DistributedDataParallel(step_loss)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -464,6 +507,7 @@ def main(argv=None):
         return bool(up.item())
 
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where the shell started us ignoring it
     step = start
     run_start = time.time()
     bar = tqdm(total=args.steps, initial=start, desc=args.stage, dynamic_ncols=True, disable=not main_process)
