@@ -56,7 +56,7 @@ def parse_args(argv=None):
                    help="--variation: 0 < S <= 1, how far from the input (about 0 = the input, 1 = a fresh "
                         "sample; default 0.6)")
     p.add_argument("--num-samples", type=int, default=None,
-                   help="videos per prompt (default 1); --eval: clips scored (videos 100, interp / sr 32)")
+                   help="videos per prompt (default 1); --eval: clips scored (interp / sr 32, the others 100)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint); "
