@@ -1193,6 +1193,15 @@ def die(message: str, code: int = 2):
     sys.exit(code)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each default once: not where the help text already says it, nor None / off."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and still exit code 2)."""
 

@@ -17,7 +17,6 @@ The model knows prompts of the form "<digit> and <digit>", each digit a
 numeral or a word ("2 and four", "two and 4"). Other text still samples, with
 a warning.
 """
-import argparse
 import json
 import os
 import re
@@ -39,7 +38,7 @@ EVALS = ["videos", "interp", "sr", "animate", "between", "variation"]
 
 def parse_args(argv=None):
     p = mav.ArgumentParser(description="Sample Moving MNIST videos from text with the Make-A-Video cascade.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=mav.HelpFormatter)
     p.add_argument("--prompt", action="append", default=None,
                    help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
     p.add_argument("--prompt-file", default=None,

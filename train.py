@@ -12,7 +12,6 @@ Every stage writes <out>/<stage>.safetensors + .json (EMA weights, what
 sampling uses), <out>/<stage>-train.pt (the full state, for --resume),
 <out>/<stage>.log (the loss) and sample grids under <out>/samples/.
 """
-import argparse
 import copy
 import json
 import math
@@ -36,7 +35,7 @@ DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4, "judge": 256}
 
 def parse_args(argv=None):
     p = mav.ArgumentParser(description="Train one stage of Make-A-Video on Moving MNIST.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=mav.HelpFormatter)
     p.add_argument("--stage", required=True, choices=STAGES, help="which network to train")
     p.add_argument("--preset", default="small", choices=list(mav.PRESETS),
                    help="model size: tiny (tests), small (CPU), base (GPU)")
