@@ -446,8 +446,8 @@ def read_pictures(args, n: int) -> dict | None:
     for name, frames in pictures.items():
         why = mav.unlike_training_frames(frames)
         if why:
-            print(f"warning: the {name} picture does not look like the training data ({why}); "
-                  f"running anyway", file=sys.stderr)
+            what = "the video" if name == "video" else f"the {name} picture"
+            print(f"warning: {what} does not look like the training data ({why}); running anyway", file=sys.stderr)
     fitted = {name: mav.fit_frames(frames) for name, frames in pictures.items()}  # f 32 32
     if "video" in fitted:
         return {"video": to_batch(fitted["video"][None])}                         # n 1 f 32 32

@@ -403,7 +403,8 @@ def profile_table(step, steps: int = 3) -> str:
     kernels = [e for e in averages if str(e.device_type).endswith("CUDA")]
     busy = sum(e.self_device_time_total for e in kernels) / 1e6  # µs -> s
     launches = sum(e.count for e in kernels) / steps
-    head = f"profile: GPU busy {busy / wall:.0%} of {wall / steps * 1e3:.1f} ms per step, {launches:.0f} kernels per step"
+    head = (f"profile: GPU busy {busy / wall:.0%} of {wall / steps * 1e3:.1f} ms per step, "
+            f"{launches:.0f} kernels per step")
     return head + "\n" + averages.table(sort_by="self_device_time_total", row_limit=12)
 
 
