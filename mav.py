@@ -154,8 +154,8 @@ def fit_frames(frames: torch.Tensor, size: int = BASE) -> torch.Tensor:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     square = frames[:, None, top:top + side, left:left + side].float()
-    canvas = F.interpolate(square, size=(CANVAS, CANVAS), mode="area" if side > CANVAS else "bilinear",
-                           **({} if side > CANVAS else dict(align_corners=False)))
+    resize = dict(mode="area") if side > CANVAS else dict(mode="bilinear", align_corners=False)
+    canvas = F.interpolate(square, size=(CANVAS, CANVAS), **resize)
     return area_downsample(canvas.clamp(0, 1), size)[:, 0]
 
 
@@ -435,14 +435,16 @@ def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str =
     """
     device = text.tokens.device
     z = (torch.randn(shape, generator=generator) if noise is None else noise.expand(shape)).to(device)
-    if init is not None:
-        alpha, sigma = alpha_sigma(logsnr_schedule(torch.tensor(float(strength))))
+    t_start = 1.0
+    if init is not None:  # SDEdit: z_S from the given sample, and the steps of [0, S] only
+        t_start = float(strength)
+        alpha, sigma = alpha_sigma(logsnr_schedule(torch.tensor(t_start)))
         z = alpha * init.to(device) + sigma * z
-        steps = max(1, round(strength * steps))
+        steps = max(1, round(t_start * steps))
     guided = guidance != 1.0
     both = Text.cat([text, null]) if guided else text
     twice = {k: torch.cat([v, v]) if guided else v for k, v in conditioning.items() if v is not None}
-    ts = torch.linspace(strength if init is not None else 1.0, 0.0, steps + 1)
+    ts = torch.linspace(t_start, 0.0, steps + 1)
     b = shape[0]
     for i in (progress or (lambda r: r))(range(steps)):
         lt, ls = logsnr_schedule(ts[i]), logsnr_schedule(ts[i + 1])
