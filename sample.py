@@ -398,8 +398,10 @@ def evaluate_modes(args):
             w = torch.linspace(0, 1, f, device=dev).view(1, 1, f, 1, 1)
             blend = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
             middle = slice(1, f - 1)
+            per_frame = lambda x: [psnr(x[:, :, i:i + 1], real[:, :, i:i + 1]) for i in range(1, f - 1)]
             result.update(psnr=psnr(made[:, :, middle], real[:, :, middle]),
                           psnr_linear_blend=psnr(blend[:, :, middle], real[:, :, middle]),
+                          psnr_per_frame=per_frame(made), psnr_linear_blend_per_frame=per_frame(blend),
                           made=score(made, labels), real=score(real, labels))
         elif mode == "variation":
             # a prompt that names another pair of digits than the clip's, so following it means changing it

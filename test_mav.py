@@ -833,6 +833,7 @@ def test_eval_modes_print_their_figures(cascade, tmp_path, capsys, mode, keys):
         assert result["still"]["motion"] == 0 and result["real"]["motion"] > 0.01 and result["animated"]["motion"] > 0
     if mode == "between":
         assert 5 < result["psnr_linear_blend"] < 40 and math.isfinite(result["psnr"])
+        assert len(result["psnr_per_frame"]) == len(result["psnr_linear_blend_per_frame"]) == 14  # frames 1..14
     if mode == "variation":
         rows = result["rows"]
         assert [r["strength"] for r in rows] == [0.0, 0.4, 0.6, 0.8, 1.0]
