@@ -18,6 +18,7 @@ numeral or a word ("2 and four", "two and 4"). Other text still samples, with
 a warning.
 """
 import json
+import math
 import os
 import re
 import sys
@@ -34,66 +35,97 @@ BASE_FPS = 8                                            # frames per second of a
 STAGES = {"base": "video", "interp": "interp", "sr": "sr"}  # cascade stage -> checkpoint name
 CHECKPOINT_OF = {**STAGES, "image": "image", "judge": "judge"}
 EVALS = ["videos", "interp", "sr", "animate", "between", "variation"]
+DEFAULT_STEPS = {"base": 20, "interp": 6, "sr": 3}  # with --sampler dpm++: the quality of DDIM at 50 / 20 / 10 (README)
+
+
+# Upper bounds of a request: beyond them a run takes hours or more memory than a laptop has.
+LIMITS = {"steps": 1000, "interp_steps": 1000, "sr_steps": 1000, "frames": 64, "extend": 240, "scale": 16,
+          "num_samples": 1024}
 
 
 def parse_args(argv=None):
     p = mav.ArgumentParser(description="Sample Moving MNIST videos from text with the Make-A-Video cascade.",
                            formatter_class=mav.HelpFormatter)
-    p.add_argument("--prompt", action="append", default=None,
-                   help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
-    p.add_argument("--prompt-file", default=None,
-                   help="prompts, one per line or separated by commas, added to --prompt's")
-    p.add_argument("--image", default=None, metavar="PICTURE",
-                   help="animate a picture (PNG/JPEG/GIF frame, any size): it is the first frame, the masked "
-                        "network makes the rest with the prompt; then the rest of the cascade")
-    p.add_argument("--between", nargs=2, default=None, metavar=("FIRST", "LAST"),
-                   help="two pictures: the clip's first and last frames; the frames between are made")
-    p.add_argument("--variation", default=None, metavar="VIDEO",
-                   help="a video (GIF/MP4, >= 16 frames, >= 32x32; 16 frames evenly spaced over it are used) "
-                        "noised to time --strength and denoised with the prompt")
-    p.add_argument("--strength", type=float, default=None,
-                   help="--variation: 0 < S <= 1, how far from the input (about 0 = the input, 1 = a fresh "
-                        "sample; default 0.6)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="videos per prompt (default 1); --eval: clips scored (interp / sr 32, the others 100)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same file")
-    p.add_argument("--stages", default=None,
-                   help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint); "
-                        "or image: single frames from the image model (a PNG)")
-    p.add_argument("--steps", type=int, default=50, help="diffusion steps of the base model")
-    p.add_argument("--interp-steps", type=int, default=20, help="diffusion steps of frame interpolation")
-    p.add_argument("--sr-steps", type=int, default=10,
-                   help="diffusion steps of super-resolution (10: the same adherence as 20, half the time; README)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ancestral"])
-    p.add_argument("--guidance", type=float, default=3.0,
-                   help="classifier-free guidance weight of the base model (1 = none); interp and SR run unguided")
-    p.add_argument("--frames", type=int, default=16, help="frames the base model generates")
-    p.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
-    p.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
-                   help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
-    p.add_argument("--checkpoints", default="checkpoints", help="folder with video/interp/sr checkpoints")
-    p.add_argument("--text-encoder", default=None, help="must match the checkpoints' (default: theirs)")
-    p.add_argument("--out", default=None, help="output .gif or .mp4 (default output/<prompt>.gif)")
-    p.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this factor")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--eval", nargs="?", const="videos", default=None, choices=EVALS,
-                   help="videos (the default): judge scores of the cascade's samples beside real held-out clips "
-                        "and the image model frame by frame; interp / sr: PSNR on held-out clips beside a "
-                        "simple baseline; animate / between / variation: the three modes above on held-out "
-                        "clips, each beside a baseline. Prints one JSON line")
-    p.add_argument("--bench", action="store_true",
-                   help="time the cascade for --num-samples prompts (default 16), per stage, and print one JSON line")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision of the networks")
+    what = p.add_argument_group("what to make")
+    what.add_argument("--prompt", action="append", default=None,
+                      help='"<digit> and <digit>", e.g. "2 and four" (repeat for a grid; default "2 and four")')
+    what.add_argument("--prompt-file", default=None,
+                      help="prompts, one per line or separated by commas, added to --prompt's")
+    what.add_argument("--num-samples", type=int, default=None,
+                      help="videos per prompt (default 1); --eval: clips scored (interp / sr 32, the others 100)")
+    what.add_argument("--seed", type=int, default=0, help="0 <= seed < 2^64; same seed, same file")
+    what.add_argument("--out", default=None,
+                      help="output .gif or .mp4 (.png for --stages image; default output/<prompt>.gif)")
+    what.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this factor")
+    given = p.add_argument_group("from your pictures (each followed by the rest of the cascade)")
+    given.add_argument("--image", default=None, metavar="PICTURE",
+                       help="animate a picture (PNG/JPEG/GIF frame, any size): it is the first frame, the masked "
+                            "network makes the rest with the prompt")
+    given.add_argument("--between", nargs=2, default=None, metavar=("FIRST", "LAST"),
+                       help="two pictures: the clip's first and last frames; the frames between are made")
+    given.add_argument("--variation", default=None, metavar="VIDEO",
+                       help="a video (GIF/MP4, >= 16 frames, >= 32x32; 16 frames evenly spaced over it are used) "
+                            "noised to time --strength and denoised with the prompt")
+    given.add_argument("--strength", type=float, default=None,
+                       help="--variation: 0 < S <= 1, how far from the input (about 0 = the input, 1 = a fresh "
+                            "sample; default 0.6)")
+    cascade = p.add_argument_group("the cascade")
+    cascade.add_argument("--stages", default=None,
+                         help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint); "
+                              "or image: single frames from the image model (a PNG)")
+    cascade.add_argument("--steps", type=int, default=DEFAULT_STEPS["base"], help="diffusion steps of the base model")
+    cascade.add_argument("--interp-steps", type=int, default=DEFAULT_STEPS["interp"],
+                         help="diffusion steps of frame interpolation")
+    cascade.add_argument("--sr-steps", type=int, default=DEFAULT_STEPS["sr"], help="diffusion steps of super-resolution")
+    cascade.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim", "ancestral"],
+                         help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs ~3x the steps for "
+                              "the same quality; ancestral: stochastic")
+    cascade.add_argument("--guidance", type=float, default=3.0,
+                         help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
+                              "unguided")
+    cascade.add_argument("--frames", type=int, default=16, help="frames the base model generates")
+    cascade.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
+    cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
+                         help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
+    cascade.add_argument("--checkpoints", default="checkpoints",
+                         help="folder with video/interp/sr checkpoints (the shipped ones, or a train.py --out)")
+    cascade.add_argument("--text-encoder", default=None, help="must match the checkpoints' (default: theirs)")
+    hardware = p.add_argument_group("hardware")
+    hardware.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
+    hardware.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                          help="autocast precision of the networks; auto: bf16 where the device runs it natively "
+                               "(CUDA, a CPU with AVX512-BF16 or AMX), else fp32")
+    measure = p.add_argument_group("measure instead of sampling")
+    measure.add_argument("--eval", nargs="?", const="videos", default=None, choices=EVALS,
+                         help="videos (the default): judge scores of the cascade's samples beside real held-out "
+                              "clips and the image model frame by frame; interp / sr: PSNR on held-out clips beside "
+                              "a simple baseline; animate / between / variation: the three modes above on held-out "
+                              "clips, each beside a baseline. Prints one JSON line")
+    measure.add_argument("--bench", action="store_true",
+                         help="time the cascade for --num-samples prompts (default 16), per stage, and print one "
+                              "JSON line")
     args = p.parse_args(argv)
-    if args.prompt_file:
-        try:
-            with open(args.prompt_file) as fh:
-                extra = [q.strip() for line in fh for q in line.split(",") if q.strip()]
-        except OSError as e:
-            p.error(f"--prompt-file: cannot read {args.prompt_file} ({e.strerror})")
-        if not extra:
-            p.error(f"--prompt-file: no prompts in {args.prompt_file}")
-        args.prompt = (args.prompt or []) + extra
+    check_request(p, args)
+    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
+    return args
+
+
+def read_prompt_file(p, path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            prompts = [q.strip() for line in fh for q in line.split(",") if q.strip()]
+    except OSError as e:
+        p.error(f"--prompt-file: cannot read {path} ({e.strerror})")
+    except ValueError:
+        p.error(f"--prompt-file: {path} is not UTF-8 text")
+    if not prompts:
+        p.error(f"--prompt-file: no prompts in {path}")
+    return prompts
+
+
+def check_request(p, args):
+    """Every flag checked, and the request resolved, before anything is loaded: bad input is one line."""
+    args.prompt = (args.prompt or []) + (read_prompt_file(p, args.prompt_file) if args.prompt_file else [])
     args.prompt = args.prompt or ["2 and four"]
     args.num_samples = args.num_samples if args.num_samples is not None else \
         (16 if args.bench else {None: 1, "videos": 100, "interp": 32, "sr": 32}.get(args.eval, 100))
@@ -102,34 +134,67 @@ def parse_args(argv=None):
         p.error(f"--{modes[0]} and --{modes[1]} are different modes: choose one")
     if modes and (args.eval or args.bench):
         p.error(f"--{modes[0]} makes videos from your files; it does not combine with --eval or --bench")
+    for path in [args.image, args.variation, *(args.between or [])]:
+        if path and os.path.isdir(path):
+            p.error(f"{path} is a folder; give a picture or video file")
     if args.strength is not None and not args.variation:
         p.error("--strength applies to --variation")
     args.strength = 0.6 if args.strength is None else args.strength
     if not 0 < args.strength <= 1:
         p.error(f"--strength must be in (0, 1], got {args.strength:g}")
-    for name in ("num_samples", "steps", "interp_steps", "sr_steps", "frames", "scale"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.guidance < 0:
-        p.error("--guidance must be >= 0")
-    if args.extend < 0:
-        p.error("--extend must be >= 0")
-    if args.stages is not None:
-        args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        unknown = [s for s in args.stages if s not in STAGES and s != "image"]
-        if unknown or not args.stages:
-            p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
-                    f"(or image alone)")
-        if "image" in args.stages and (len(args.stages) > 1 or modes or args.eval or args.bench or args.extend):
-            p.error("--stages image samples single frames from the image model; it does not combine with "
-                    "other stages, --image/--between/--variation, --extend, --eval or --bench")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available here")
-    return args
+    for name, limit in LIMITS.items():
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if value < (0 if name == "extend" else 1):
+            p.error(f"{flag} must be {'>= 0' if name == 'extend' else 'positive'}")
+        if value > limit:
+            p.error(f"{flag} {value} is over its limit of {limit} (hours of compute or too much memory)")
+    if len(args.prompt) * args.num_samples > LIMITS["num_samples"]:
+        p.error(f"{len(args.prompt)} prompts x {args.num_samples} samples is over the limit of "
+                f"{LIMITS['num_samples']} videos")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+        p.error("--guidance must be a number >= 0")
+    if not 0 <= args.seed < 2 ** 64:
+        p.error("--seed must be in 0 .. 2^64 - 1")
+    check_stages(p, args, modes)
+    check_out(p, args)
+
+
+def check_stages(p, args, modes):
+    if args.stages is None:
+        return
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in args.stages if s not in STAGES and s != "image"]
+    if unknown or not args.stages:
+        p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
+                f"(or image alone)")
+    if "image" in args.stages and (len(args.stages) > 1 or modes or args.eval or args.bench or args.extend):
+        p.error("--stages image samples single frames from the image model; it does not combine with "
+                "other stages, --image/--between/--variation, --extend, --eval or --bench")
+    if "image" not in args.stages and "base" not in args.stages and not (args.image or args.between) \
+            and args.eval in (None, "videos"):
+        p.error(f"--stages {','.join(args.stages)}: the cascade starts from the base model's clip; add base "
+                f"(e.g. --stages base,{args.stages[0]})")
+
+
+def check_out(p, args):
+    """The output file, chosen and checked for writing now, not after minutes of sampling."""
+    if args.bench or (args.eval and args.eval != "videos"):
+        return
+    image = args.stages == ["image"]
+    if args.out is None:
+        distinct = list(dict.fromkeys(args.prompt))
+        if args.eval:  # evaluate_videos names it after the stages it finds
+            return
+        name = slug(distinct[0]) if len(distinct) == 1 else "grid"
+        args.out = os.path.join("output", name + (".png" if image else ".gif"))
+    try:
+        mav.check_output_path(args.out, mav.IMAGE_EXTS if image else mav.VIDEO_EXTS)
+    except mav.InputError as e:
+        p.error(str(e))
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "empty"
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60] or "empty"
 
 
 def load(args, stage: str):
@@ -172,7 +237,7 @@ def progress(desc):
 
 
 def autocast(args):
-    return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    return mav.autocast(torch.device(args.device), args.precision)
 
 
 def cascade(args, models, stages, text, null, g, quiet=False, timings=None, given=None):
@@ -183,12 +248,11 @@ def cascade(args, models, stages, text, null, g, quiet=False, timings=None, give
     n = len(text)
     common = dict(sampler=args.sampler, generator=g)
     bar = (lambda desc: None) if quiet else progress
-    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
     clock = [time.perf_counter()]
 
     def done(stage):
         if timings is not None:
-            sync()
+            mav.synchronize(torch.device(args.device))
             timings[stage] = round(time.perf_counter() - clock[0], 2)
             clock[0] = time.perf_counter()
 
@@ -231,7 +295,7 @@ def bench(args):
     text, null = cache(ids).to(args.device), cache(torch.full((n,), mav.NULL_PROMPT)).to(args.device)
     timings = {}
     with autocast(args):
-        if torch.device(args.device).type == "cuda":  # first-call costs (cuDNN autotuning...) are not timed
+        if torch.device(args.device).type != "cpu":  # first-call costs (cuDNN autotuning...) are not timed
             cascade(args, models, stages, text[:1], null[:1], g, quiet=True)
         x, _ = cascade(args, models, stages, text, null, g, timings=timings)
     total = sum(timings.values())
@@ -464,8 +528,7 @@ def sample_images(args, text, null, g, prompts):
                        guidance=args.guidance, sampler=args.sampler, generator=g,
                        progress=progress(f"image {len(prompts)}x{mav.BASE}²"))
     images = mav.to_pixels(x.float()).cpu()  # n 1 h w: one-frame videos
-    distinct = list(dict.fromkeys(args.prompt))
-    out = args.out or os.path.join("output", (slug(distinct[0]) if len(distinct) == 1 else "grid") + ".png")
+    out = args.out
     cols = 8 if len(images) % 8 == 0 and len(images) >= 16 else None
     mav.write_video(out, mav.video_grid(images, pad=2 if len(images) > 1 else 0, cols=cols), fps=1,
                     scale=args.scale)
@@ -477,6 +540,16 @@ def sample_images(args, text, null, g, prompts):
 
 def main(argv=None):
     args = parse_args(argv)
+    print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback, and no half-written file (write_video renames at the end)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def run(args):
+    """The request, after parse_args: a measurement, an image grid, or videos through the cascade."""
     if args.bench:
         return bench(args)
     if args.eval == "videos":
@@ -507,9 +580,7 @@ def main(argv=None):
         x, fps = cascade(args, models, stages, text, null, g, given=given)
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
     n = len(videos)
-
-    distinct = list(dict.fromkeys(args.prompt))
-    out = args.out or os.path.join("output", (slug(distinct[0]) if len(distinct) == 1 else "grid") + ".gif")
+    out = args.out
     mav.write_video(out, mav.video_grid(videos, pad=2 if n > 1 else 0), fps=fps, scale=args.scale)
     if n > 1:  # the prompts in grid order, row by row, like the seed's tables
         with open(os.path.splitext(out)[0] + ".txt", "w") as fh:

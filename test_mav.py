@@ -147,13 +147,77 @@ class PerfectDenoiser(torch.nn.Module):
         return alpha * (z - alpha * self.target) / sigma - sigma * self.target
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
-def test_samplers_reach_the_data(cache, sampler):
+@pytest.mark.parametrize("sampler,steps", [("ddim", 8), ("ancestral", 8), ("dpm++", 8), ("dpm++", 20)])
+def test_samplers_reach_the_data(cache, sampler, steps):
     target = torch.linspace(-0.9, 0.9, 32 * 32).view(1, 1, 32, 32)
     text, null = cache.embed(["1 and 2"] * 2), cache.embed([""] * 2)
-    x = mav.sample(PerfectDenoiser(target), (2, 1, 32, 32), text, null, steps=8, sampler=sampler,
+    x = mav.sample(PerfectDenoiser(target), (2, 1, 32, 32), text, null, steps=steps, sampler=sampler,
                    guidance=3.0, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(x, target.expand(2, -1, -1, -1), atol=1e-4)
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """The exact v for data x ~ N(mu, s²) per pixel: x̂ = (α·s²·z + σ²·mu) / (α²·s² + σ²)."""
+
+    def __init__(self, mu, s):
+        super().__init__()
+        self.mu, self.s = mu, s
+
+    def forward(self, z, logsnr, text, fps=None, cond=None):
+        alpha, sigma = (s.view(-1, *[1] * (z.ndim - 1)) for s in mav.alpha_sigma(logsnr))
+        x = (alpha * self.s ** 2 * z + sigma ** 2 * self.mu) / (alpha ** 2 * self.s ** 2 + sigma ** 2)
+        return alpha * (z - alpha * x) / sigma - sigma * x
+
+
+def test_dpm_solver_follows_the_ode_closer_than_ddim_in_few_steps(cache):
+    """Both solve the same ODE from the same noise; the second-order one lands far nearer to its solution."""
+    torch.manual_seed(0)
+    model = GaussianDenoiser((torch.rand(1, 1, 4, 4) - 0.5) * 0.5, 0.5)
+    text, null = cache.embed(["1 and 2"] * 8), cache.embed([""] * 8)
+    noise = torch.randn(8, 1, 4, 4)
+    run = lambda sampler, steps: mav.sample(model, (8, 1, 4, 4), text, null, steps=steps, sampler=sampler,
+                                            guidance=1.0, noise=noise)
+    truth = run("ddim", 4000)
+    assert (run("dpm++", 4000) - truth).abs().max() < 1e-3                  # the same solution
+    for steps in (8, 12, 20):
+        ddim, dpm = ((run(s, steps) - truth).norm() for s in ("ddim", "dpm++"))
+        assert dpm < 0.5 * ddim, (steps, dpm, ddim)
+
+
+# --- device and precision -----------------------------------------------------
+
+def test_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(mav, "cpu_has_native_bf16", lambda: True)
+    assert mav.choose_precision(cpu) == ("bf16", "this CPU has native bf16")
+    monkeypatch.setattr(mav, "cpu_has_native_bf16", lambda: False)
+    assert mav.choose_precision(cpu) == ("fp32", "this CPU has no native bf16")
+    precision, why = mav.choose_precision(cpu, "bf16")  # asked for: kept, with a warning
+    assert precision == "bf16" and "warning" in why and "slower" in why
+    assert mav.choose_precision(cpu, "fp32") == ("fp32", "requested")
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
+        assert mav.choose_precision(torch.device("cuda"))[0] == expected
+    assert mav.choose_precision(torch.device("mps"))[0] == "fp32"
+
+
+def test_cpu_bf16_detection(monkeypatch):
+    helpers = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for avx512_bf16, amx in ((False, False), (True, False), (False, True)):
+        for name, value in zip(helpers, (avx512_bf16, amx)):
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+        expected = (avx512_bf16 or amx) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        assert mav.cpu_has_native_bf16() == expected
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the private helper: fp32
+    assert mav.cpu_has_native_bf16() is False
+
+
+def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda mps=mps: mps)
+        assert mav.choose_device("auto").type == expected
+    assert mav.choose_device("cpu").type == "cpu"
 
 
 # --- layers, UNet, inflation --------------------------------------------------
@@ -177,6 +241,24 @@ def test_temporal_conv_starts_as_identity():
     with torch.no_grad():
         conv.temporal.weight.add_(0.1)  # a trained temporal conv does mix frames
     assert not torch.allclose(conv(x, frames=5), conv.spatial(x), atol=1e-3)
+
+
+def test_temporal_conv_is_a_conv1d_over_each_pixels_frames():
+    """The transpose-free temporal conv equals the plain rearrange -> Conv1d -> rearrange, values and gradients."""
+    from einops import rearrange
+    torch.manual_seed(0)
+    conv = mav.Pseudo3DConv(4, 6, temporal=True)
+    with torch.no_grad():
+        conv.temporal.weight.normal_(0, 0.3)
+        conv.temporal.bias.normal_(0, 0.3)
+    x = torch.randn(2 * 5, 6, 3, 4, requires_grad=True)  # (b f) c h w
+    plain = rearrange(conv.temporal(rearrange(x, '(b f) c h w -> (b h w) c f', f=5)), '(b h w) c f -> (b f) c h w',
+                      h=3, w=4)
+    fast = conv.temporal_conv(x, 5)
+    assert torch.allclose(fast, plain, atol=1e-5)
+    grads = [torch.autograd.grad(y.square().sum(), [x, conv.temporal.weight]) for y in (plain, fast)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_temporal_attention_starts_as_identity(cache):
@@ -272,9 +354,10 @@ def test_train_writes_checkpoints_and_logs(trained):
     assert len((trained / "image.log").read_text().splitlines()) == 3  # steps 10, 20, 30
 
 
-def test_sample_writes_a_16_frame_gif(trained, tmp_path):
+def test_sample_writes_a_16_frame_gif(trained, tmp_path, capsys):
     out = tmp_path / "clip.gif"
     sample.main(["--checkpoints", str(trained), "--steps", "4", "--out", str(out)])
+    assert capsys.readouterr().out.startswith("device: cpu, precision: ")  # what auto chose, and why
     frames = iio.imread(out)
     assert frames.shape[:3] == (16, 32, 32)
     assert len(set(f.tobytes() for f in frames)) > 1  # a video, not one frame repeated
@@ -333,8 +416,10 @@ def broken_checkpoints(trained, tmp_path):
     (["--checkpoints", "/nonexistent"], "no video checkpoint"),
     (["--steps", "0"], "--steps must be positive"),
     (["--num-samples", "-1"], "--num-samples must be positive"),
-    (["--guidance", "-0.5"], "--guidance must be >= 0"),
+    (["--guidance", "-0.5"], "--guidance must be a number >= 0"),
     (["--sampler", "euler"], "invalid choice"),
+    (["--device", "nonsense"], "not a device"),
+    (["--precision", "fp16"], "invalid choice"),
 ])
 def test_sample_bad_arguments(capsys, argv, needle):
     expect_one_line_error(capsys, sample.main, argv, needle)
@@ -586,8 +671,8 @@ def test_train_eval_every_logs_judge_scores(trained, tmp_path):
         shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
     run = subprocess.run([sys.executable, "train.py", "--stage", "video", "--preset", "tiny", "--out", str(folder),
                           "--steps", "2", "--batch-size", "1", "--frames", "16", "--joint-images", "0",
-                          "--sample-every", "0", "--eval-every", "2"], cwd=HERE, capture_output=True, text=True,
-                         timeout=300)
+                          "--sample-every", "0", "--eval-every", "2", "--overwrite"],
+                         cwd=HERE, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "eval adherence" in (folder / "video.log").read_text()
 
@@ -692,7 +777,7 @@ def test_torchrun_two_cpu_processes(trained, tmp_path):
     folder = tmp_path / "ddp"
     shutil.copytree(trained, folder)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py",
-                          "--stage", "video", "--preset", "tiny", "--out", str(folder), "--steps", "2",
+                          "--stage", "video", "--preset", "tiny", "--out", str(folder), "--steps", "2", "--overwrite",
                           "--batch-size", "1", "--frames", "8", "--joint-images", "2", "--sample-every", "0",
                           "--device", "cpu"], cwd=HERE, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -862,3 +947,154 @@ def test_train_init_fine_tunes_a_checkpoint(cascade, tmp_path):
     before, _ = mav.load_checkpoint(str(cascade), "interp")
     after, _ = mav.load_checkpoint(str(out), "interp")
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+
+
+# --- nothing lost, nothing broken saved, one line for every bad input -----------
+
+def test_train_never_writes_over_a_checkpoint_unasked(cache_dir, tmp_path, capsys):
+    assert train.parse_args(["--stage", "image", "--preset", "tiny"]).out == os.path.join("runs", "tiny")
+    out = tmp_path / "run"
+    shutil.copytree(cache_dir, out)
+    tiny_image_run(out, 1)
+    before = (out / "image.safetensors").read_bytes()
+    capsys.readouterr()
+    expect_one_line_error(capsys, lambda argv: tiny_image_run(out, 2), None,
+                          "exists: continue that run with --resume, start from its weights with --init")
+    assert (out / "image.safetensors").read_bytes() == before
+    tiny_image_run(out, 2, "--overwrite")
+    assert mav.checkpoint_meta(str(out), "image")["step"] == 2
+    (tmp_path / "file").write_text("x")
+    capsys.readouterr()
+    expect_one_line_error(capsys, train.main, ["--stage", "image", "--out", str(tmp_path / "file")],
+                          "is a file, not a folder")
+
+
+def test_weights_that_are_not_finite_are_never_saved(cache_dir, tmp_path, monkeypatch, capsys):
+    shutil.copytree(cache_dir, tmp_path / "nan")
+    real_loss = mav.diffusion_loss
+    monkeypatch.setattr(mav, "diffusion_loss", lambda *a, **kw: real_loss(*a, **kw) * float("nan"))
+    with pytest.raises(SystemExit) as exit_info:  # the loss is read every 4 steps, but a save every step
+        tiny_image_run(tmp_path / "nan", 4, "--log-every", "4", "--save-every", "1")
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 1 and "not finite at step 1" in err and "no checkpoint of this run" in err
+    assert not (tmp_path / "nan" / "image.safetensors").exists() and not (tmp_path / "nan" / "image-train.pt").exists()
+
+
+def test_ctrl_c_in_the_middle_of_a_step_then_resume_is_bit_exact(cache_dir, tmp_path, monkeypatch, capsys):
+    for name in ("once", "cut"):
+        shutil.copytree(cache_dir, tmp_path / name)
+    tiny_image_run(tmp_path / "once", 4, "--save-every", "100")
+    real_loss, calls = mav.diffusion_loss, []
+
+    def ctrl_c_during_step_2(*args, **kwargs):  # after the step's batch was drawn
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+    monkeypatch.setattr(mav, "diffusion_loss", ctrl_c_during_step_2)
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_image_run(tmp_path / "cut", 4, "--save-every", "100")
+    assert exit_info.value.code == 130 and "interrupted at step 2" in capsys.readouterr().out
+    monkeypatch.undo()
+    tiny_image_run(tmp_path / "cut", 4, "--resume", "--save-every", "100")
+    a, b = (torch.load(tmp_path / name / "image-train.pt", weights_only=False) for name in ("once", "cut"))
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--time-limit", "-1"], "--time-limit must be a positive number"),
+    (["--sample-every", "-1"], "--sample-every must be >= 0"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lr", "inf"], "--lr must be a positive number"),
+])
+def test_train_refuses_values_that_make_rubbish(capsys, argv, needle):
+    expect_one_line_error(capsys, train.main, ["--stage", "image", *argv], needle)
+
+
+def test_train_without_warmup(cache_dir, tmp_path):
+    shutil.copytree(cache_dir, tmp_path / "w0")
+    tiny_image_run(tmp_path / "w0", 1, "--warmup", "0")
+    assert mav.checkpoint_meta(str(tmp_path / "w0"), "image")["step"] == 1
+
+
+@pytest.fixture(scope="session")
+def junk(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("junk")
+    (folder / "a_file").write_text("x")
+    (folder / "binary.txt").write_bytes(bytes(range(256)))
+    return folder
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--guidance", "nan"], "--guidance must be a number"),
+    (["--guidance", "inf"], "--guidance must be a number"),
+    (["--out", "vid.png"], "must end in .gif or .mp4"),
+    (["--out", "vid.avi"], "must end in .gif or .mp4"),
+    (["--out", "noext"], "must end in .gif or .mp4"),
+    (["--out", "{junk}"], "is a folder"),
+    (["--out", "{junk}/a_file/x.gif"], "cannot write there"),
+    (["--out", "/proc/x.gif"], "cannot write there"),
+    (["--out", "x" * 300 + ".gif"], "cannot write there"),
+    (["--stages", "image", "--out", "x.gif"], "must end in .png"),
+    (["--seed", "-1"], "--seed must be in 0 .. 2^64 - 1"),
+    (["--seed", "99999999999999999999999"], "--seed must be in 0 .. 2^64 - 1"),
+    (["--steps", "1000000000000"], "over its limit"),
+    (["--scale", "100000"], "over its limit"),
+    (["--frames", "1000"], "over its limit"),
+    (["--extend", "1000000"], "over its limit"),
+    (["--stages", "interp"], "add base"),
+    (["--stages", "sr"], "add base"),
+    (["--image", "{junk}"], "is a folder"),
+    (["--prompt-file", "{junk}/binary.txt"], "is not UTF-8 text"),
+])
+def test_sample_refuses_bad_requests_before_any_work(capsys, junk, argv, needle):
+    argv = [a.replace("{junk}", str(junk)) for a in argv]
+    expect_one_line_error(capsys, sample.main, argv, needle)
+    assert not os.path.exists("vid.png") and not os.path.exists("noext")
+
+
+def test_long_prompt_names_a_file_that_can_be_written():
+    assert sample.slug("1 and 2 " * 100) == ("1_and_2_" * 100)[:60]
+
+
+def test_prompts_in_other_scripts_digits_warn():
+    assert mav.parse_prompt("２ and ٢") is None and mav.parse_prompt("2 and two") == (2, 2)
+
+
+def test_ctrl_c_while_sampling_is_one_line_and_leaves_no_file(trained, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mav, "sample", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--checkpoints", str(trained), "--out", str(tmp_path / "x.gif")])
+    assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+    assert os.listdir(tmp_path) == []
+
+
+def test_checkpoint_errors_name_the_key_and_shapes(trained, tmp_path):
+    folder = tmp_path / "shapes"
+    shutil.copytree(trained, folder)
+    meta = json.loads((folder / "image.json").read_text())
+    meta["config"]["channels"] = [24, 32]
+    (folder / "image.json").write_text(json.dumps(meta))
+    with pytest.raises(mav.CheckpointError, match=r"logsnr_embed.0.weight is \(64, 16\) in the file, "
+                                                  r"\(96, 24\) in the model"):
+        mav.load_checkpoint(str(folder), "image")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(folder / "image.safetensors").st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_broken_text_cache_is_rebuilt(cache_dir, tmp_path, capsys):
+    shutil.copytree(cache_dir, tmp_path / "c")
+    path = mav.text_cache_path(str(tmp_path / "c"), mav.DEFAULT_TEXT_ENCODER)
+    with open(path, "r+b") as fh:
+        fh.truncate(100)
+    rebuilt = mav.TextCache.load_or_build(str(tmp_path / "c"))
+    assert "rebuilding it" in capsys.readouterr().err
+    original = mav.TextCache.load_or_build(str(cache_dir))
+    assert torch.equal(rebuilt.text.pooled, original.text.pooled)

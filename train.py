@@ -36,57 +36,72 @@ DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4, "judge": 256}
 def parse_args(argv=None):
     p = mav.ArgumentParser(description="Train one stage of Make-A-Video on Moving MNIST.",
                            formatter_class=mav.HelpFormatter)
-    p.add_argument("--stage", required=True, choices=STAGES, help="which network to train")
-    p.add_argument("--preset", default="small", choices=list(mav.PRESETS),
-                   help="model size: tiny (tests), small (CPU), base (GPU)")
-    p.add_argument("--steps", type=int, default=5000, help="total optimizer steps (resume continues up to it)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"images or clips per step (default {DEFAULT_BATCH})")
-    p.add_argument("--frames", type=int, default=16, help="frames per training clip (video, interp, sr)")
-    p.add_argument("--joint-images", type=int, default=None,
-                   help="video stage: single frames with their prompts added to each step, so the text "
-                        "control learned by the image model is kept (default 4 x batch; 0 = off)")
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="stop (and save) after this many minutes, even before --steps")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
-    p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="autocast precision")
-    p.add_argument("--compile", nargs="?", const="default", default=None,
-                   choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile the training step, in this mode (reduce-overhead adds CUDA graphs); "
-                        "measure with --bench first")
-    p.add_argument("--bench", action="store_true",
-                   help="time warm-up + --bench-steps steps of fresh weights on the fast path and on the plain "
-                        "path (fp32, eager, unfused AdamW), print one JSON line, train nothing")
-    p.add_argument("--bench-steps", type=int, default=10, help="timed steps of --bench")
-    p.add_argument("--out", default="checkpoints", help="folder of checkpoints (the video stage reads image from it)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
-                   help="continue exactly where a run stopped: from <out>/<stage>-train.pt, or from PATH")
-    p.add_argument("--init", default=None, metavar="FOLDER",
-                   help="start from the weights of this stage's checkpoint in FOLDER (e.g. checkpoints, to "
-                        "fine-tune the shipped ones) instead of from its source stage; steps count from 0")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
-    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = never)")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
-                        "logged; needs <out>/judge.safetensors (0 = never)")
-    p.add_argument("--text-encoder", default=None,
-                   help=f"Hugging Face text encoder (image default {mav.DEFAULT_TEXT_ENCODER}; "
-                        "video: the image checkpoint's)")
-    p.add_argument("--freeze-spatial", action="store_true", help="video stage: train only the temporal layers")
-    p.add_argument("--unlabeled", action="store_true",
-                   help="video stage: no text ever accompanies a clip (null prompt); implies --freeze-spatial")
+    what = p.add_argument_group("what to train")
+    what.add_argument("--stage", required=True, choices=STAGES, help="which network to train")
+    what.add_argument("--preset", default="small", choices=list(mav.PRESETS),
+                      help="model size: tiny (tests), small (CPU), base (GPU)")
+    what.add_argument("--steps", type=int, default=5000, help="total optimizer steps (resume continues up to it)")
+    what.add_argument("--batch-size", type=int, default=None,
+                      help=f"images or clips per step (default {DEFAULT_BATCH})")
+    what.add_argument("--frames", type=int, default=16, help="frames per training clip (video, interp, sr)")
+    what.add_argument("--joint-images", type=int, default=None,
+                      help="video stage: single frames with their prompts added to each step, so the text "
+                           "control learned by the image model is kept (default 4 x batch; 0 = off)")
+    what.add_argument("--time-limit", type=float, default=None,
+                      help="stop (and save) after this many minutes, even before --steps")
+    what.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
+    what.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    what.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
+    what.add_argument("--seed", type=int, default=0)
+    what.add_argument("--text-encoder", default=None,
+                      help=f"Hugging Face text encoder (image default {mav.DEFAULT_TEXT_ENCODER}; "
+                           "video: the image checkpoint's)")
+    what.add_argument("--freeze-spatial", action="store_true", help="video stage: train only the temporal layers")
+    what.add_argument("--unlabeled", action="store_true",
+                      help="video stage: no text ever accompanies a clip (null prompt); implies --freeze-spatial")
+    where = p.add_argument_group("where it goes: nothing is overwritten unasked")
+    where.add_argument("--out", default=None,
+                       help="folder of this run's checkpoints, shared by the stages of one cascade (the video stage "
+                            "reads image from it; default runs/<preset>, never the shipped checkpoints/)")
+    where.add_argument("--overwrite", action="store_true",
+                       help="replace <out>/<stage>.safetensors if it exists (else the run refuses to start)")
+    where.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                       help="continue exactly where a run stopped: from <out>/<stage>-train.pt, or from PATH")
+    where.add_argument("--init", default=None, metavar="FOLDER",
+                       help="start from the weights of this stage's checkpoint in FOLDER (e.g. checkpoints, to "
+                            "fine-tune the shipped ones) instead of from its source stage; steps count from 0")
+    watch = p.add_argument_group("watching it")
+    watch.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
+    watch.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    watch.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = never)")
+    watch.add_argument("--eval-every", type=int, default=0,
+                       help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
+                            "logged; needs <out>/judge.safetensors (0 = never)")
+    hardware = p.add_argument_group("hardware and speed")
+    hardware.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
+    hardware.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                          help="autocast precision; auto: bf16 where the device runs it natively (CUDA, a CPU with "
+                               "AVX512-BF16 or AMX), else fp32")
+    hardware.add_argument("--compile", nargs="?", const="default", default=None,
+                          choices=["default", "reduce-overhead", "max-autotune"],
+                          help="torch.compile the training step, in this mode (reduce-overhead adds CUDA graphs); "
+                               "measure with --bench first")
+    hardware.add_argument("--bench", action="store_true",
+                          help="time warm-up + --bench-steps steps of fresh weights on the fast path and on the plain "
+                               "path (fp32, eager, unfused AdamW), print one JSON line, train nothing")
+    hardware.add_argument("--bench-steps", type=int, default=10, help="timed steps of --bench")
     args = p.parse_args(argv)
-    args.batch_size = args.batch_size or DEFAULT_BATCH[args.stage]
+    args.batch_size = DEFAULT_BATCH[args.stage] if args.batch_size is None else args.batch_size
     for name in ("steps", "batch_size", "frames", "log_every", "save_every", "bench_steps"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.lr <= 0 or not 0 <= args.ema_decay < 1:
-        p.error("--lr must be positive and --ema-decay in [0, 1)")
+    for name in ("warmup", "sample_every", "eval_every"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if not (math.isfinite(args.lr) and args.lr > 0) or not 0 <= args.ema_decay < 1:
+        p.error("--lr must be a positive number and --ema-decay in [0, 1)")
+    if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        p.error("--time-limit must be a positive number of minutes")
     if args.stage != "video" and (args.unlabeled or args.freeze_spatial or args.eval_every):
         p.error("--unlabeled, --freeze-spatial and --eval-every apply to the video stage")
     if args.stage == "interp" and (args.frames - 1) % mav.INTERP_FACTOR:
@@ -96,8 +111,25 @@ def parse_args(argv=None):
     args.freeze_spatial |= args.unlabeled
     if args.joint_images is None:
         args.joint_images = 4 * args.batch_size if args.stage == "video" and not args.freeze_spatial else 0
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
+    args.out = args.out or os.path.join("runs", args.preset)
+    if not args.bench:
+        check_out(p, args)
     return args
+
+
+def check_out(p, args):
+    """Never write over a checkpoint unasked: a finished or stopped run is continued, started from, or
+    replaced only when the command says so."""
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out} is a file, not a folder")
+    if args.resume or args.init or args.overwrite:
+        return
+    for name in (f"{args.stage}.safetensors", f"{args.stage}-train.pt"):
+        path = os.path.join(args.out, name)
+        if os.path.exists(path):
+            p.error(f"{path} exists: continue that run with --resume, start from its weights with --init "
+                    f"{args.out}, or replace it with --overwrite")
 
 
 def load_for(args, stage, needed_by):
@@ -242,11 +274,6 @@ def quick_eval(model, judge, cache, device, frames, n=8):
     return mav.score_videos(judge, mav.to_pixels(x)[:, 0].float(), labels)[0]
 
 
-def stop_like_ctrl_c(signum, frame):
-    """SIGTERM (a job scheduler, `kill`) is treated like Ctrl-C: save, then stop."""
-    raise KeyboardInterrupt
-
-
 class StageLoss(torch.nn.Module):
     """The stage's loss on a fresh batch as one module call: what DistributedDataParallel wraps
     (the video stage's clip and joint-image losses are two forward passes of one step)."""
@@ -332,7 +359,7 @@ def bench(args, device):
     batches = Batches(args, device)
     fps = torch.ones(args.batch_size, device=device)
     cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = lambda: mav.synchronize(device)
 
     def timed(fast: bool):
         torch.manual_seed(args.seed)
@@ -343,7 +370,7 @@ def bench(args, device):
             optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, foreach=False, fused=False)
         step_loss = StageLoss(model, batches, cache, args.stage, fps)
         run = compiled(step_loss, args.compile) if fast and args.compile else step_loss
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and args.precision == "bf16")
+        autocast = mav.autocast(device, args.precision if fast else "fp32")
 
         def one_step(module):
             optimizer_step(module, model, optimizer, autocast)
@@ -408,77 +435,105 @@ def profile_table(step, steps: int = 3) -> str:
     return head + "\n" + averages.table(sort_by="self_device_time_total", row_limit=12)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.bench:
-        return bench(args, torch.device(args.device))
-    rank, world = setup_distributed(args)
-    main_process = rank == 0
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    train_state_path = os.path.join(args.out, f"{args.stage}-train.pt")
+class StopSignal:
+    """Ctrl-C (SIGINT) and SIGTERM (a job scheduler, `kill`) ask the loop to stop after the step in flight:
+    the state it then saves is a step boundary, so a resumed run equals an uninterrupted one bit for bit.
+    A second signal stops at once, without saving."""
 
-    state = None
-    if args.resume:
-        state = load_train_state(args, train_state_path if args.resume is True else args.resume)
-        model = (mav.Judge(mav.JudgeConfig(**state["config"])) if args.stage == "judge"
-                 else mav.UNet(mav.UNetConfig(**state["config"])))
-        origin = state["origin"]
-        model.load_state_dict(state["model"])
-    else:
-        model, origin = build_model(args)
-    model.to(device)
-    if args.freeze_spatial:
-        for name, p in model.named_parameters():
-            p.requires_grad_(mav.is_temporal(name))
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = model.configure_optimizers(args.lr, device_type=device.type)
-    start = 0
-    if state is not None:
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-        if len(state["rng_cpu"]) == world:  # each rank continues its own random stream
-            torch.set_rng_state(state["rng_cpu"][rank])
-            if device.type == "cuda" and state.get("rng_cuda"):
-                torch.cuda.set_rng_state(state["rng_cuda"][rank], device)
+    def __init__(self):
+        self.received = False
+        self.previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def __call__(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = True
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class Trainer:
+    """One run of one stage, on every rank of a torchrun: set up or resume, then loop, checking and
+    saving as it goes, then finish."""
+
+    def __init__(self, args):
+        self.args = args
+        self.rank, self.world = setup_distributed(args)
+        self.main_process = self.rank == 0
+        self.device = torch.device(args.device)
+        self.state_path = os.path.join(args.out, f"{args.stage}-train.pt")
+        torch.manual_seed(args.seed)  # the same initial weights on every rank
+        state = load_train_state(args, self.state_path if args.resume is True else args.resume) \
+            if args.resume else None
+        self.model, self.origin = resumed_model(args, state) if state else build_model(args)
+        self.model.to(self.device)
+        if args.freeze_spatial:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(mav.is_temporal(name))
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.optimizer = self.model.configure_optimizers(args.lr, device_type=self.device.type)
+        self.step = self.saved_step = self.restore(state)
+        self.t_start = time.time() - (state or {}).get("train_seconds", 0.0)
+        self.cache = None if args.stage == "judge" else \
+            mav.TextCache.load_or_build(args.out, args.text_encoder).to(self.device)
+        self.judge = self.load_judge() if args.eval_every else None
+        step_loss = StageLoss(self.model, Batches(args, self.device), self.cache, args.stage,
+                              torch.ones(args.batch_size, device=self.device))
+        step_loss = compiled(step_loss, args.compile) if args.compile else step_loss
+        # under DDP, gradients are averaged across ranks in backward(); the weights stay identical
+        self.step_loss = DistributedDataParallel(step_loss) if self.world > 1 else step_loss
+        self.autocast = mav.autocast(self.device, args.precision)
+        self.log = None
+        if self.main_process:
+            os.makedirs(args.out, exist_ok=True)
+            self.log = open(os.path.join(args.out, f"{args.stage}.log"), "a")
+            self.describe()
+
+    def restore(self, state) -> int:
+        """EMA, optimizer and every rank's random stream from a saved state -> the step to go on from."""
+        if state is None:
+            torch.manual_seed(self.args.seed + self.rank)  # each rank its own data
+            return 0
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if len(state["rng_cpu"]) == self.world:  # each rank continues its own random stream
+            torch.set_rng_state(state["rng_cpu"][self.rank])
+            if self.device.type == "cuda" and state.get("rng_cuda"):
+                torch.cuda.set_rng_state(state["rng_cuda"][self.rank], self.device)
         else:
-            print(f"warning: {world} processes now, {len(state['rng_cpu'])} when saved: the data stream "
+            print(f"warning: {self.world} processes now, {len(state['rng_cpu'])} when saved: the data stream "
                   "is reseeded, so the run continues correctly but not bit-exactly", file=sys.stderr)
-            torch.manual_seed(args.seed + 1000 * start + rank)
-    else:
-        torch.manual_seed(args.seed + rank)  # each rank its own data
+            torch.manual_seed(self.args.seed + 1000 * state["step"] + self.rank)
+        return state["step"]
 
-    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(args.out, args.text_encoder).to(device)
-    judge = None
-    if args.eval_every:
+    def load_judge(self):
         try:
-            judge = mav.load_checkpoint(args.out, "judge", device)[0]
+            return mav.load_checkpoint(self.args.out, "judge", self.device)[0]
         except mav.CheckpointError as e:
-            mav.die(f"--eval-every: {e}; train it with: python train.py --stage judge --out {args.out}")
-    batches = Batches(args, device)
-    fps = torch.ones(args.batch_size, device=device)
-    step_loss = StageLoss(model, batches, cache, args.stage, fps)
-    if args.compile:
-        step_loss = compiled(step_loss, args.compile)
-    if world > 1:  # gradients are averaged across ranks in backward(); weights stay identical
-        step_loss = DistributedDataParallel(step_loss)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    per_step = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
-    if main_process:
-        print(f"{args.stage}: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
-              f"preset {args.preset}, batch {args.batch_size} x {world} process{'es' if world > 1 else ''}, "
-              f"{args.precision} on {device}, text {args.text_encoder}")
-        os.makedirs(args.out, exist_ok=True)
-    log = open(os.path.join(args.out, f"{args.stage}.log"), "a") if main_process else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    params = [p for p in model.parameters()]
-    ema_params = [p for p in ema.parameters()]
-    t_start = time.time() - (state or {}).get("train_seconds", 0.0)
+            mav.die(f"--eval-every: {e}; train it with: python train.py --stage judge --out {self.args.out}")
 
-    def save(step, collective=True, **metrics):
+    def describe(self):
+        args, world = self.args, self.world
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        print(f"{args.stage}: {self.model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
+              f"preset {args.preset}, batch {args.batch_size} x {world} process{'es' if world > 1 else ''}, "
+              f"{args.precision} on {self.device}, text {args.text_encoder}, out {args.out}/")
+
+    def last_good(self) -> str:
+        if self.saved_step:
+            return f"the last good checkpoint (step {self.saved_step}) is kept in {self.args.out}/"
+        return "no checkpoint of this run was saved"
+
+    def save(self, collective=True, **metrics):
         """Rank 0 writes the EMA checkpoint and the full training state (every rank's RNG state,
-        gathered: so `collective` calls must happen on all ranks at the same step)."""
+        gathered: so `collective` calls must happen on all ranks at the same step). Weights that are
+        not all finite are never written: the run stops, and the last good checkpoint stays."""
+        args, device, world = self.args, self.device, self.world
+        tensors = [*self.model.parameters(), *self.ema.parameters()]
+        if not bool(torch.stack([p.detach().isfinite().all() for p in tensors]).all()):
+            mav.die(f"the weights are not finite at step {self.step}: not saved; {self.last_good()}", code=1)
         rng = [torch.get_rng_state()]
         rng_cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else None
         if world > 1 and collective:
@@ -487,106 +542,154 @@ def main(argv=None):
             if rng_cuda is not None:
                 rng_cuda = [None] * world
                 dist.all_gather_object(rng_cuda, torch.cuda.get_rng_state(device))
-        if not main_process:
+        if not self.main_process:
             return
-        meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=step, batch_size=args.batch_size,
+        seconds = time.time() - self.t_start
+        meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=self.step, batch_size=args.batch_size,
                     processes=world, lr=args.lr, frames=1 if args.stage == "image" else args.frames,
                     unlabeled=args.unlabeled, freeze_spatial=args.freeze_spatial, joint_images=args.joint_images,
-                    device=str(device), train_seconds=round(time.time() - t_start, 1), **origin)
-        mav.save_checkpoint(args.out, args.stage, ema, {**meta, **({"metrics": metrics} if metrics else {})})
+                    device=str(device), train_seconds=round(seconds, 1), **self.origin)
+        mav.save_checkpoint(args.out, args.stage, self.ema, {**meta, **({"metrics": metrics} if metrics else {})})
         mav.atomic_torch_save(dict(stage=args.stage, preset=args.preset, text_encoder=args.text_encoder,
-                                   unlabeled=args.unlabeled, config=asdict(model.cfg), origin=origin,
-                                   model=model.state_dict(), ema=ema.state_dict(), step=step,
-                                   optimizer=optimizer.state_dict(), rng_cpu=rng, rng_cuda=rng_cuda,
-                                   train_seconds=time.time() - t_start), train_state_path)
+                                   unlabeled=args.unlabeled, config=asdict(self.model.cfg), origin=self.origin,
+                                   model=self.model.state_dict(), ema=self.ema.state_dict(), step=self.step,
+                                   optimizer=self.optimizer.state_dict(), rng_cpu=rng, rng_cuda=rng_cuda,
+                                   train_seconds=seconds), self.state_path)
+        self.saved_step = self.step
 
-    def time_is_up():  # decided by rank 0, so that every rank stops at the same step
-        up = torch.tensor(float(time.time() - run_start > 60 * args.time_limit))
-        if world > 1:
-            dist.broadcast(up, 0)
-        return bool(up.item())
+    def stop_reason(self, stop: StopSignal, run_start: float) -> str | None:
+        """'signal' or 'time' when the run must stop before the next step; rank 0 decides for every rank,
+        so that all stop at the same step."""
+        time_up = self.args.time_limit is not None and time.time() - run_start > 60 * self.args.time_limit
+        reason = "signal" if stop.received else "time" if time_up else None
+        if self.world == 1:
+            return reason
+        code = torch.tensor([None, "time", "signal"].index(reason), device=self.device)
+        dist.broadcast(code, 0)
+        return [None, "time", "signal"][int(code.item())]
 
-    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where the shell started us ignoring it
-    step = start
-    run_start = time.time()
-    bar = tqdm(total=args.steps, initial=start, desc=args.stage, dynamic_ncols=True, disable=not main_process)
-    t_log, n_log = time.time(), 0
-    try:
-        while step < args.steps:
-            if args.time_limit is not None and time_is_up():
-                save(step)
-                break
-            lr = args.lr * min(1.0, (step + 1) / args.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = optimizer_step(step_loss, model, optimizer, autocast)
-            decay = min(args.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, params, 1 - decay)
-            step += 1
-            n_log += 1
-            bar.update(1)
-            if step % args.log_every == 0 or step == args.steps:
-                value = loss.detach().float()
-                if world > 1:  # the mean over ranks, so that every rank sees the same number
-                    dist.all_reduce(value)
-                    value /= world
-                value = value.item()  # the only host sync of the loop
-                if not math.isfinite(value):
-                    bar.close()
-                    mav.die(f"loss is {value} at step {step}; stopped, the last good checkpoint is kept "
-                            f"in {args.out}/", code=1)
-                rate = n_log * per_step * world / (time.time() - t_log)
-                t_log, n_log = time.time(), 0
-                bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{rate:.0f}")
-                if main_process:
-                    log.write(f"step {step} loss {value:.5f} lr {lr:.2e} samples/s {rate:.1f} "
-                              f"elapsed {time.time() - t_start:.0f}\n")
-                    log.flush()
-            if step % args.save_every == 0 or step == args.steps:
-                save(step)
-            if not main_process:
-                continue
-            if judge is not None and (step % args.eval_every == 0 or step == args.steps):
-                scores = quick_eval(ema, judge, cache, device, args.frames)
-                bar.set_postfix(adherence=scores["adherence"], switch=scores["switch_rate"])
-                log.write(f"step {step} eval adherence {scores['adherence']:.3f} switch_rate "
-                          f"{scores['switch_rate']:.3f} motion_lag_ratio {scores['motion_lag_ratio']:.3f}\n")
-                log.flush()
-            if args.sample_every and args.stage != "judge" and (step % args.sample_every == 0 or step == args.steps):
-                ext = "png" if args.stage == "image" else "gif"
-                preview(ema, cache, args.stage, os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}"),
-                        device, args.frames)
-    except KeyboardInterrupt:
+    def train_step(self):
+        """lr warm-up, one optimizer step, the EMA update. -> the loss (on the device; not read here)."""
+        args = self.args
+        self.lr = args.lr * min(1.0, (self.step + 1) / max(1, args.warmup))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        loss = optimizer_step(self.step_loss, self.model, self.optimizer, self.autocast)
+        decay = min(args.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
+        self.step += 1
+        return loss
+
+    def read_loss(self, loss, rate: float, bar):
+        """The loss (mean over ranks), read on the host: logged, shown, and a non-finite one stops the run."""
+        value = loss.detach().float()
+        if self.world > 1:  # the mean over ranks, so that every rank sees the same number
+            dist.all_reduce(value)
+            value /= self.world
+        value = value.item()  # the only host sync of the loop
+        if not math.isfinite(value):
+            bar.close()
+            mav.die(f"loss is {value} at step {self.step}; stopped, {self.last_good()}", code=1)
+        bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{rate:.0f}")
+        if self.main_process:
+            self.log.write(f"step {self.step} loss {value:.5f} lr {self.lr:.2e} samples/s {rate:.1f} "
+                           f"elapsed {time.time() - self.t_start:.0f}\n")
+            self.log.flush()
+
+    def watch(self, bar):
+        """Rank 0, now and then: judge scores of a few samples (--eval-every) and a preview grid."""
+        args, step = self.args, self.step
+        if not self.main_process:
+            return
+        if self.judge is not None and (step % args.eval_every == 0 or step == args.steps):
+            scores = quick_eval(self.ema, self.judge, self.cache, self.device, args.frames)
+            bar.set_postfix(adherence=scores["adherence"], switch=scores["switch_rate"])
+            self.log.write(f"step {step} eval adherence {scores['adherence']:.3f} switch_rate "
+                           f"{scores['switch_rate']:.3f} motion_lag_ratio {scores['motion_lag_ratio']:.3f}\n")
+            self.log.flush()
+        if args.sample_every and args.stage != "judge" and (step % args.sample_every == 0 or step == args.steps):
+            ext = "png" if args.stage == "image" else "gif"
+            preview(self.ema, self.cache, args.stage, os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}"),
+                    self.device, args.frames)
+
+    def train(self):
+        """The loop, up to --steps, or until Ctrl-C / SIGTERM / --time-limit (then save and stop)."""
+        args = self.args
+        per_step = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
+        bar = tqdm(total=args.steps, initial=self.step, desc=args.stage, dynamic_ncols=True,
+                   disable=not self.main_process)
+        stop, run_start, reason = StopSignal(), time.time(), None
+        t_log, n_log = time.time(), 0
+        try:
+            while self.step < args.steps and not (reason := self.stop_reason(stop, run_start)):
+                loss = self.train_step()
+                n_log += 1
+                bar.update(1)
+                if self.step % args.log_every == 0 or self.step == args.steps:
+                    self.read_loss(loss, n_log * per_step * self.world / (time.time() - t_log), bar)
+                    t_log, n_log = time.time(), 0
+                if self.step % args.save_every == 0 or self.step == args.steps:
+                    self.save()
+                self.watch(bar)
+            if reason:
+                self.save()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            bar.close()
+            mav.die(f"interrupted again at step {self.step}: stopped without saving; {self.last_good()}", code=130)
+        finally:
+            stop.restore()
         bar.close()
-        save(step, collective=False)  # ranks may be at different points: rank 0 saves what it holds
-        if main_process:
-            print(f"interrupted at step {step}: saved {args.out}/{args.stage}.safetensors and {train_state_path}")
-        raise SystemExit(130)
-    bar.close()
-    if world > 1:  # DDP keeps the replicas identical; check it, rather than trust it
-        checksum = torch.stack([p.detach().double().sum() for p in params]).cpu()
-        sums = [None] * world
-        dist.all_gather_object(sums, checksum)
-        if not all(torch.equal(sums[0], other) for other in sums[1:]):
-            mav.die(f"parameters differ across the {world} ranks", code=1)
-        if main_process:
-            print(f"parameters identical on all {world} ranks")
-    if args.stage == "judge" and main_process:  # how well it reads held-out digits, kept in its JSON
-        accuracy = mav.judge_accuracy(ema, device=device)
-        save(step, collective=False, **accuracy)
-        print(f"judge on 200 held-out clips: pair accuracy {accuracy['frame_accuracy']:.4f} per frame, "
-              f"{accuracy['video_accuracy']:.4f} per video (majority of 16 frames)")
-    if device.type == "cuda":
-        peak = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    else:
-        peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-    if main_process:
-        print(f"done: {step} steps in {time.time() - t_start:.0f} s, {peak}; "
-              f"EMA weights in {args.out}/{args.stage}.safetensors")
-    if world > 1:
-        dist.destroy_process_group()
+        if reason == "signal":
+            if self.main_process:
+                print(f"interrupted at step {self.step}: saved {args.out}/{args.stage}.safetensors and "
+                      f"{self.state_path}")
+            raise SystemExit(130)
+
+    def finish(self):
+        """After the loop: replicas checked equal (DDP), the judge's accuracy stored, the peak memory."""
+        args, device, world = self.args, self.device, self.world
+        if world > 1:  # DDP keeps the replicas identical; check it, rather than trust it
+            checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).cpu()
+            sums = [None] * world
+            dist.all_gather_object(sums, checksum)
+            if not all(torch.equal(sums[0], other) for other in sums[1:]):
+                mav.die(f"parameters differ across the {world} ranks", code=1)
+            if self.main_process:
+                print(f"parameters identical on all {world} ranks")
+        if args.stage == "judge" and self.main_process:  # how well it reads held-out digits, kept in its JSON
+            accuracy = mav.judge_accuracy(self.ema, device=device)
+            self.save(collective=False, **accuracy)
+            print(f"judge on 200 held-out clips: pair accuracy {accuracy['frame_accuracy']:.4f} per frame, "
+                  f"{accuracy['video_accuracy']:.4f} per video (majority of 16 frames)")
+        if device.type == "cuda":
+            peak = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+        else:
+            peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+        if self.main_process:
+            print(f"done: {self.step} steps in {time.time() - self.t_start:.0f} s, {peak}; "
+                  f"EMA weights in {args.out}/{args.stage}.safetensors")
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def resumed_model(args, state):
+    """The network of a saved training state, with its weights. -> (model, origin)."""
+    config = state["config"]
+    model = mav.Judge(mav.JudgeConfig(**config)) if args.stage == "judge" else mav.UNet(mav.UNetConfig(**config))
+    model.load_state_dict(state["model"])
+    return model, state["origin"]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
+    if args.bench:
+        return bench(args, torch.device(args.device))
+    trainer = Trainer(args)
+    trainer.train()
+    trainer.finish()
 
 
 if __name__ == "__main__":
