@@ -1298,6 +1298,13 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def device_name(device: torch.device) -> str:
+    """What a benchmark ran on: the GPU's name, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
+
+
 def synchronize(device: torch.device):
     """Wait for the device's queued work (for honest timings); nothing to wait for on the CPU."""
     if device.type == "cuda":

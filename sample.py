@@ -76,10 +76,11 @@ def parse_args(argv=None):
     cascade.add_argument("--steps", type=int, default=DEFAULT_STEPS["base"], help="diffusion steps of the base model")
     cascade.add_argument("--interp-steps", type=int, default=DEFAULT_STEPS["interp"],
                          help="diffusion steps of frame interpolation")
-    cascade.add_argument("--sr-steps", type=int, default=DEFAULT_STEPS["sr"], help="diffusion steps of super-resolution")
+    cascade.add_argument("--sr-steps", type=int, default=DEFAULT_STEPS["sr"],
+                         help="diffusion steps of super-resolution")
     cascade.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim", "ancestral"],
-                         help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs ~3x the steps for "
-                              "the same quality; ancestral: stochastic")
+                         help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs about 2.5x the "
+                              "steps for the same videos; ancestral: stochastic")
     cascade.add_argument("--guidance", type=float, default=3.0,
                          help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
                               "unguided")
@@ -91,7 +92,8 @@ def parse_args(argv=None):
                          help="folder with video/interp/sr checkpoints (the shipped ones, or a train.py --out)")
     cascade.add_argument("--text-encoder", default=None, help="must match the checkpoints' (default: theirs)")
     hardware = p.add_argument_group("hardware")
-    hardware.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
+    hardware.add_argument("--device", default="auto",
+                          help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
     hardware.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                           help="autocast precision of the networks; auto: bf16 where the device runs it natively "
                                "(CUDA, a CPU with AVX512-BF16 or AMX), else fp32")
@@ -197,11 +199,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60] or "empty"
 
 
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+
+
 def load(args, stage: str):
-    """The checkpoint of a cascade stage, or a one-line error that says how to make it."""
+    """The checkpoint of a cascade stage, or a one-line error that says how to make it. The judge is
+    the shipped one where the folder has none of its own (a train.py run's folder, say)."""
     name = CHECKPOINT_OF[stage]
+    folder = args.checkpoints
+    if stage == "judge" and not os.path.exists(os.path.join(folder, "judge.json")):
+        folder = SHIPPED
     try:
-        return mav.load_checkpoint(args.checkpoints, name, args.device,
+        return mav.load_checkpoint(folder, name, args.device,
                                    text_encoder=None if stage == "judge" else args.text_encoder)
     except mav.CheckpointError as e:
         if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):
@@ -299,8 +308,7 @@ def bench(args):
             cascade(args, models, stages, text[:1], null[:1], g, quiet=True)
         x, _ = cascade(args, models, stages, text, null, g, timings=timings)
     total = sum(timings.values())
-    device = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else \
-        f"cpu ({torch.get_num_threads()} threads)"
+    device = mav.device_name(torch.device(args.device))
     print(json.dumps({"bench": "sample", "device": device, "torch": torch.__version__, "prompts": n,
                       "stages": "+".join(stages), "steps": {"base": args.steps, "interp": args.interp_steps,
                                                             "sr": args.sr_steps},

@@ -1,4 +1,5 @@
-"""Tests for mav.py, train.py and sample.py: CPU only, tiny preset, a couple of minutes on 2 cores.
+"""Tests for mav.py, train.py and sample.py: CPU only, tiny preset; 89 s on 2 AVX2 cores, 126 s on 2 cores
+with native bf16 (README: Quick start). No test depends on the CPU's bf16: precision is auto.
 
     python -m pytest -q test_mav.py
 """
@@ -907,11 +908,8 @@ def test_bad_pictures_and_videos_are_one_line_errors(cascade, pictures, capsys, 
                                        ("between", {"psnr", "psnr_linear_blend", "made"}),
                                        ("variation", {"rows"})])
 def test_eval_modes_print_their_figures(cascade, tmp_path, capsys, mode, keys):
-    folder = tmp_path / "with-judge"
-    shutil.copytree(cascade, folder)
-    for ext in ("safetensors", "json"):
-        shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
-    sample.main(["--checkpoints", str(folder), "--eval", mode, "--num-samples", "2", "--steps", "2"])
+    assert not (cascade / "judge.json").exists()  # a train.py folder: the shipped judge scores it
+    sample.main(["--checkpoints", str(cascade), "--eval", mode, "--num-samples", "2", "--steps", "2"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert keys <= set(result) and result["n"] == 2
     if mode == "animate":

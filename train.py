@@ -78,7 +78,8 @@ def parse_args(argv=None):
                        help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
                             "logged; needs <out>/judge.safetensors (0 = never)")
     hardware = p.add_argument_group("hardware and speed")
-    hardware.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
+    hardware.add_argument("--device", default="auto",
+                          help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
     hardware.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                           help="autocast precision; auto: bf16 where the device runs it natively (CUDA, a CPU with "
                                "AVX512-BF16 or AMX), else fp32")
@@ -91,6 +92,16 @@ def parse_args(argv=None):
                                "path (fp32, eager, unfused AdamW), print one JSON line, train nothing")
     hardware.add_argument("--bench-steps", type=int, default=10, help="timed steps of --bench")
     args = p.parse_args(argv)
+    check_args(p, args)
+    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
+    args.out = args.out or os.path.join("runs", args.preset)
+    if not args.bench:
+        check_out(p, args)
+    return args
+
+
+def check_args(p, args):
+    """Every number and combination checked (one line, exit 2, before anything is built); defaults filled."""
     args.batch_size = DEFAULT_BATCH[args.stage] if args.batch_size is None else args.batch_size
     for name in ("steps", "batch_size", "frames", "log_every", "save_every", "bench_steps"):
         if getattr(args, name) <= 0:
@@ -111,11 +122,6 @@ def parse_args(argv=None):
     args.freeze_spatial |= args.unlabeled
     if args.joint_images is None:
         args.joint_images = 4 * args.batch_size if args.stage == "video" and not args.freeze_spatial else 0
-    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
-    args.out = args.out or os.path.join("runs", args.preset)
-    if not args.bench:
-        check_out(p, args)
-    return args
 
 
 def check_out(p, args):
@@ -398,7 +404,7 @@ def bench(args, device):
     plain_s = timed(fast=False)[0]
     samples = args.batch_size + args.joint_images
     frames = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
-    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    name = mav.device_name(device)
     peak_flops = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
     achieved = flops / step_s
     print(json.dumps({
@@ -610,8 +616,8 @@ class Trainer:
             self.log.flush()
         if args.sample_every and args.stage != "judge" and (step % args.sample_every == 0 or step == args.steps):
             ext = "png" if args.stage == "image" else "gif"
-            preview(self.ema, self.cache, args.stage, os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}"),
-                    self.device, args.frames)
+            path = os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}")
+            preview(self.ema, self.cache, args.stage, path, self.device, args.frames)
 
     def train(self):
         """The loop, up to --steps, or until Ctrl-C / SIGTERM / --time-limit (then save and stop)."""
