@@ -1,0 +1,42 @@
+"""SR's effect on what the judge reads: 48 held-out clips (16 frames at 32²) through SR with each sampler and
+step count, read back at 32² by the shipped judge (README: old and new sampling defaults). bf16, ~10 min on 2 cores.
+
+    python docs/sr_judge_study.py
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import mav  # noqa: E402
+n = 48
+CKPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+model, meta = mav.load_checkpoint(CKPT, "sr")
+judge = mav.load_checkpoint(CKPT, "judge")[0]
+cache = mav.TextCache.load_or_build(CKPT, meta["text_encoder"])
+g = torch.Generator().manual_seed(11)
+video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
+low = mav.to_model(mav.area_downsample(video))
+text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_PROMPT))
+KEYS = ("adherence", "consistency", "switch_rate")
+
+
+def scores(frames):  # n f 32 32 in [0, 1] -> the judge's figures
+    return {k: v for k, v in mav.score_videos(judge, frames, labels)[0].items() if k in KEYS}
+
+
+def read(x64):  # n 1 f 64 64 in [-1, 1], read at 32² as the cascade's output is
+    return scores(mav.area_downsample(mav.to_pixels(x64.float()).clamp(0, 1))[:, 0])
+
+
+print(json.dumps({"sr": "none (the 32² input)", **scores(mav.to_pixels(low)[:, 0])}), flush=True)
+for sampler, steps in [("ddim", 10), ("dpm++", 3)]:
+    t0 = time.time()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.cat([mav.super_resolve(model, low[i:i + 16], text[i:i + 16], null[i:i + 16], steps=steps,
+                                         sampler=sampler, guidance=1.0, generator=torch.Generator().manual_seed(7 + i))
+                       for i in range(0, n, 16)])
+    print(json.dumps({"sr": f"{sampler} {steps}", **read(x), "seconds": round(time.time() - t0, 1)}), flush=True)
