@@ -1182,7 +1182,8 @@ def load_weights(model: nn.Module, state: dict):
         if key not in state:
             raise CheckpointError(f"missing key {key}")
         if state[key].shape != own[key].shape:
-            raise CheckpointError(f"{key} is {tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model")
+            raise CheckpointError(f"{key} is {tuple(state[key].shape)} in the file, "
+                                  f"{tuple(own[key].shape)} in the model")
     for key in state:
         if key not in own:
             raise CheckpointError(f"unexpected key {key}")
@@ -1275,6 +1276,15 @@ def choose_precision(device: torch.device, requested: str = "auto") -> tuple[str
     if requested == "bf16" and not native:
         return "bf16", f"requested; warning: {lacks}, so bf16 is emulated and many times slower than fp32"
     return requested, "requested"
+
+
+def add_device_arguments(group):
+    """--device and --precision, the same in both scripts (resolved by device_and_precision). -> group"""
+    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
+    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                       help="autocast precision; auto: bf16 where the device runs it natively (CUDA, a CPU with "
+                            "AVX512-BF16 or AMX), else fp32")
+    return group
 
 
 def device_and_precision(device_name: str, precision: str, error) -> tuple[str, str, str]:

@@ -91,12 +91,7 @@ def parse_args(argv=None):
     cascade.add_argument("--checkpoints", default="checkpoints",
                          help="folder with video/interp/sr checkpoints (the shipped ones, or a train.py --out)")
     cascade.add_argument("--text-encoder", default=None, help="must match the checkpoints' (default: theirs)")
-    hardware = p.add_argument_group("hardware")
-    hardware.add_argument("--device", default="auto",
-                          help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
-    hardware.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                          help="autocast precision of the networks; auto: bf16 where the device runs it natively "
-                               "(CUDA, a CPU with AVX512-BF16 or AMX), else fp32")
+    mav.add_device_arguments(p.add_argument_group("hardware"))
     measure = p.add_argument_group("measure instead of sampling")
     measure.add_argument("--eval", nargs="?", const="videos", default=None, choices=EVALS,
                          help="videos (the default): judge scores of the cascade's samples beside real held-out "

@@ -77,12 +77,7 @@ def parse_args(argv=None):
     watch.add_argument("--eval-every", type=int, default=0,
                        help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
                             "logged; needs <out>/judge.safetensors (0 = never)")
-    hardware = p.add_argument_group("hardware and speed")
-    hardware.add_argument("--device", default="auto",
-                          help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
-    hardware.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                          help="autocast precision; auto: bf16 where the device runs it natively (CUDA, a CPU with "
-                               "AVX512-BF16 or AMX), else fp32")
+    hardware = mav.add_device_arguments(p.add_argument_group("hardware and speed"))
     hardware.add_argument("--compile", nargs="?", const="default", default=None,
                           choices=["default", "reduce-overhead", "max-autotune"],
                           help="torch.compile the training step, in this mode (reduce-overhead adds CUDA graphs); "
