@@ -21,7 +21,8 @@ This file reads top to bottom like the paper:
   5. UNet        one space-time UNet for images `b c h w` and videos `b c f h w`
   6. Inflation   image weights -> video model (paper §3.3)
   7. Interp      masked frame interpolation / extrapolation, 16 -> 76 frames (§3.4)
-  8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4)
+  8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4);
+                 then STAGES: the four networks in one table (what train.py trains)
   9. Evaluation  a digit judge: prompt adherence, digit identity over time, motion, FD
  10. Checkpoints safetensors + JSON, written atomically
  11. Plumbing    device and precision, one-line errors, grids, GIF / MP4 files
@@ -63,10 +64,12 @@ from safetensors.torch import load_file, save_file
 # multiple of 10 are held out from all training and used only to evaluate.
 #
 # Every video has a prompt "<a> and <b>" naming its two digits, each written at
-# random as a numeral or a word ("2 and four", "two and 4"), as in the seed.
+# random as a numeral or a word ("2 and four", "two and 4").
 
 CANVAS = 64        # full-resolution canvas (the SR stage's output size)
 BASE = 32          # base-model resolution, area-averaged from the canvas
+BASE_FPS = 8       # frames per second at which a base-rate clip is shown
+FRAMES = 16        # frames of a base clip (training and sampling)
 DIGIT = 28         # MNIST digit size
 HELD_OUT_EVERY = 10
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -366,6 +369,7 @@ class TextCache:
 
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 P_UNCOND = 0.2
+GUIDANCE = 3.0     # the guidance weight w used by default
 
 
 def logsnr_schedule(t: torch.Tensor) -> torch.Tensor:
@@ -387,30 +391,31 @@ def v_to_x0(z, v, alpha, sigma):
     return alpha * z - sigma * v
 
 
-def v_to_eps(z, v, alpha, sigma):
-    return sigma * z + alpha * v
-
-
 def classifier_free_guidance(v_cond, v_uncond, w: float):
     return v_uncond + w * (v_cond - v_uncond)
 
 
-def _bcast(s: torch.Tensor, like: torch.Tensor):  # (b,) -> (b, 1, 1, 1[, 1])
+def _bcast(s: torch.Tensor, like: torch.Tensor):  # (b,) or () -> (b or 1, 1, 1, 1[, 1])
     return s.view(-1, *([1] * (like.ndim - 1)))
+
+
+def add_noise(x, eps, logsnr):
+    """The forward process: z = α·x + σ·ε at log-SNR λ (one per sample, or one for all)."""
+    alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
+    return alpha * x + sigma * eps
 
 
 def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, **conditioning) -> torch.Tensor:
     """MSE on v at a uniformly drawn t, for clean x in [-1, 1] (images or videos).
 
-    `conditioning` (fps, cond, aug) goes to the model as is; `loss_mask`
+    `conditioning` (stride, cond, aug) goes to the model as is; `loss_mask`
     (broadcastable to x) limits the loss to the frames the model must make.
     """
     t = torch.rand(x.shape[0], device=x.device, generator=generator)
     logsnr = logsnr_schedule(t)
     alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
     eps = torch.randn(x.shape, device=x.device, generator=generator)
-    z = alpha * x + sigma * eps
-    v = model(z, logsnr, text, **conditioning)
+    v = model(add_noise(x, eps, logsnr), logsnr, text, **conditioning)
     err = (v.float() - v_target(x, eps, alpha, sigma)) ** 2
     if loss_mask is None:
         return err.mean()
@@ -419,7 +424,7 @@ def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, **condi
 
 
 @torch.no_grad()
-def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str = "ddim", guidance: float = 3.0,
+def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str = "ddim", guidance: float = GUIDANCE,
            generator=None, progress=None, noise=None, init=None, strength: float = 1.0,
            **conditioning) -> torch.Tensor:
     """Draw samples of `shape` (b c h w or b c f h w) in [-1, 1], guided by `text` against `null`.
@@ -433,7 +438,7 @@ def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str =
                  quality in a fraction of the steps). Every sampler's last step returns x̂.
       ancestral  z_s ~ q(z_s | z_t, x̂) = N(α_s·((1−c)/α_t·z_t + c·x̂), c·σ_s²),
                  c = 1 − exp(λ_t − λ_s)                          (Kingma et al. 2021)
-    `noise` replaces the initial z_1 ~ N(0, I); `conditioning` (fps, cond,
+    `noise` replaces the initial z_1 ~ N(0, I); `conditioning` (stride, cond,
     aug: tensors with the batch first) goes to the model. With guidance 1 the
     unconditional half is skipped.
 
@@ -446,8 +451,7 @@ def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str =
     t_start = 1.0
     if init is not None:  # SDEdit: z_S from the given sample, and the steps of [0, S] only
         t_start = float(strength)
-        alpha, sigma = alpha_sigma(logsnr_schedule(torch.tensor(t_start)))
-        z = alpha * init.to(device) + sigma * z
+        z = add_noise(init.to(device), z, logsnr_schedule(torch.tensor(t_start)))
         steps = max(1, round(t_start * steps))
     guided = guidance != 1.0
     both = Text.cat([text, null]) if guided else text
@@ -621,7 +625,7 @@ class Pseudo3DAttention(nn.Module):
 
 @dataclass
 class UNetConfig:
-    channels: tuple = (32, 64, 128)   # widths at 32², 16², 8² (one level each)
+    channels: tuple = (32, 64, 128)   # width of each level, the first at the input's resolution, then halved
     res_blocks: int = 1               # ResBlocks per level on the way down (and up)
     attn_levels: tuple = (1, 2)       # levels with Pseudo3DAttention (0 = full resolution)
     head_dim: int = 32                # attention head width
@@ -629,7 +633,7 @@ class UNetConfig:
     in_channels: int = 1              # noisy input channels (grayscale)
     cond_channels: int = 0            # extra conditioning channels (interpolation, SR)
     out_channels: int = 1
-    temporal: bool = False            # video model: temporal conv + attention + fps embedding
+    temporal: bool = False            # video model: temporal conv + attention + stride embedding
     noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
 
     def __post_init__(self):
@@ -638,7 +642,8 @@ class UNetConfig:
 
 PRESETS = {
     "tiny": dict(channels=(16, 32), res_blocks=1, attn_levels=(1,), head_dim=16),   # tests: seconds on CPU
-    "small": dict(channels=(32, 64, 128), res_blocks=1, attn_levels=(1, 2)),        # trains on a 2-core CPU
+    "cpu": dict(channels=(24, 48, 96), res_blocks=1, attn_levels=(1, 2)),          # the laptop chain (--stage all)
+    "small": dict(channels=(32, 64, 128), res_blocks=1, attn_levels=(1, 2)),        # one stage on a CPU in hours
     "base": dict(channels=(48, 96, 192), res_blocks=1, attn_levels=(1, 2)),         # GPU; fp16 video weights ≤ 15 MB
 }
 
@@ -697,11 +702,11 @@ class UNet(Model):
         emb = 4 * ch[0]
         self.logsnr_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
         self.text_embed = nn.Linear(cfg.text_dim, emb)
-        self.fps_embed = None
+        self.stride_embed = None
         if temporal:  # the frame stride, embedded like λ; zero at first, so inflation is exact
-            self.fps_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
-            nn.init.zeros_(self.fps_embed[-1].weight)
-            nn.init.zeros_(self.fps_embed[-1].bias)
+            self.stride_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
+            nn.init.zeros_(self.stride_embed[-1].weight)
+            nn.init.zeros_(self.stride_embed[-1].bias)
         self.aug_embed = None
         if cfg.noise_cond:  # the log-SNR of the noise added to the conditioning (SR), embedded like λ
             self.aug_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
@@ -731,8 +736,8 @@ class UNet(Model):
         nn.init.zeros_(self.conv_out.spatial.weight)
         nn.init.zeros_(self.conv_out.spatial.bias)
 
-    def forward(self, x, logsnr, text: Text, fps=None, cond=None, aug=None):
-        """x: (b c h w) or (b c f h w); logsnr, fps, aug: (b,); text: Text of b prompts;
+    def forward(self, x, logsnr, text: Text, stride=None, cond=None, aug=None):
+        """x: (b c h w) or (b c f h w); logsnr, stride, aug: (b,); text: Text of b prompts;
         cond: conditioning channels shaped like x, concatenated on c. Returns v, shaped like x."""
         if cond is not None:
             x = torch.cat([x, cond], dim=1)
@@ -742,8 +747,8 @@ class UNet(Model):
         if self.aug_embed is not None:
             emb = emb + self.aug_embed(sinusoidal(aug * 25, self.cfg.channels[0]))
         if frames is not None:
-            if self.fps_embed is not None and fps is not None:
-                emb = emb + self.fps_embed(sinusoidal(fps * 100, self.cfg.channels[0]))
+            if self.stride_embed is not None and stride is not None:
+                emb = emb + self.stride_embed(sinusoidal(stride * 100, self.cfg.channels[0]))
             x = rearrange(x, 'b c f h w -> (b f) c h w')
             emb = repeat(emb, 'b e -> (b f) e', f=frames)
             text = Text(*(repeat(t, 'b ... -> (b f) ...', f=frames) for t in text))
@@ -772,14 +777,19 @@ class UNet(Model):
 # 6. Inflation: from a text-to-image model to a text-to-video model (§3.3)
 # =============================================================================
 # The video UNet takes every weight of the image UNet by name; only temporal
-# parameters (temporal convs, temporal attention, the fps embedding) are new,
+# parameters (temporal convs, temporal attention, the stride embedding) are new,
 # and each of them starts as the identity or as zero. So right after inflation
 #     video_model(video) == stack(image_model(frame) for frame in video),
 # which test_mav.py checks. Anything else (an image weight with no place, a
 # spatial weight with no image value) is a bug, and inflation refuses it.
 
-def is_temporal(name: str) -> bool:
-    return ".temporal" in name or name.startswith(("temporal", "fps_embed"))
+def temporal_names(cfg: UNetConfig) -> set[str]:
+    """The weights a video UNet of `cfg` has and its image UNet has not: the temporal convs and
+    attentions and the stride embedding. Decided by building both (on the meta device: no memory),
+    not by how the weights are named."""
+    with torch.device("meta"):
+        video, image = UNet(replace(cfg, temporal=True)), UNet(replace(cfg, temporal=False))
+    return set(video.state_dict()) - set(image.state_dict())
 
 
 def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
@@ -794,7 +804,8 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
     video = UNet(replace(cfg, temporal=True))
     own = video.state_dict()
     unused = sorted(k for k in source_state if k not in own)
-    missing = sorted(k for k in own if k not in source_state and not is_temporal(k))
+    temporal = temporal_names(cfg)
+    missing = sorted(k for k in own if k not in source_state and k not in temporal)
     widened = lambda k: (k == "conv_in.spatial.weight" and own[k].shape[0] == source_state[k].shape[0]
                          and own[k].shape[1] > source_state[k].shape[1] and own[k].shape[2:] == source_state[k].shape[2:])
     wrong = sorted(k for k in source_state if k in own and own[k].shape != source_state[k].shape and not widened(k))
@@ -827,7 +838,7 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # motion, a fifth of the step between frames). A 16-frame window then holds 4
 # known frames (every 5th) and 12 to make; at sampling, 16 base frames are
 # covered by 5 such windows that share their end frames, giving 15·5 + 1 = 76
-# frames. The fps input tells the network which rate a clip is at.
+# frames. The stride input tells the network which rate a clip is at.
 
 INTERP_FACTOR = 5    # frame-rate multiplier: 16 -> 76 frames
 INTERP_WINDOW = 16   # frames per window: 4 known, 12 generated
@@ -859,8 +870,8 @@ def training_masks(batch: int, frames: int, device, generator=None):
 def _fill(model, known, mask, text, null, stride, **kw):
     """Sample the frames of `known` (b 1 f h w) where `mask` (b f) is False; keep the rest as given."""
     cond = masked_conditioning(known, mask)
-    fps = torch.full((len(known),), stride, device=known.device)
-    x = sample(model, known.shape, text, null, fps=fps, cond=cond, **kw)
+    strides = torch.full((len(known),), stride, device=known.device)
+    x = sample(model, known.shape, text, null, stride=strides, cond=cond, **kw)
     m = mask[:, None, :, None, None]
     return torch.where(m, known, x)
 
@@ -905,7 +916,7 @@ def extend(model, clip, new_frames: int, text: Text, null: Text, window: int = I
 
 
 @torch.no_grad()
-def animate(model, first, text: Text, null: Text, frames: int = 16, last=None, **kw):
+def animate(model, first, text: Text, null: Text, frames: int = FRAMES, last=None, **kw):
     """first (b 1 h w) in [-1, 1] -> a clip (b 1 frames h w) at the base rate that starts with it
     (and ends with `last`, when given: the motion between two images). The given frames are kept."""
     known = first.new_zeros(first.shape[0], 1, frames, *first.shape[-2:])
@@ -966,10 +977,9 @@ def upsample(video: torch.Tensor, scale: int = SR_SCALE) -> torch.Tensor:
 def noise_augment(x: torch.Tensor, t_aug: torch.Tensor, generator=None, eps=None):
     """z_aug = α·x + σ·ε at time t_aug (b,) -> (z_aug, its log-SNR (b,))."""
     logsnr = logsnr_schedule(t_aug)
-    alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
     if eps is None:
         eps = torch.randn_like(x) if generator is None else torch.randn(x.shape, generator=generator).to(x.device)
-    return alpha * x + sigma * eps.expand_as(x), logsnr
+    return add_noise(x, eps.expand_as(x), logsnr), logsnr
 
 
 @torch.no_grad()
@@ -994,6 +1004,38 @@ def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, g
     x = sample(model, (b * f, c, *shape[-2:]), per_frame(text), per_frame(null), noise=fold(noise),
                aug=repeat(aug, 'b -> (b f)', f=f), cond=fold(cond), generator=generator, **kw)
     return rearrange(x, '(b f) c h w -> b c f h w', f=f)
+
+
+# The cascade's four networks in one table: how each is built from a preset,
+# what it starts from and what it learns from. train.py trains them from it,
+# sample.py runs them in this order.
+
+@dataclass(frozen=True)
+class Stage:
+    unet: dict                # how its UNetConfig differs from the one it starts from (or the preset's)
+    starts_from: str | None   # the stage whose trained weights it inflates; None: fresh weights
+    clips: bool               # a training example is a clip (b 1 f h w), not a single frame
+    batch: int                # default examples per training step
+    cascade: str | None       # its name in sample.py --stages (the image model is not a step of the cascade)
+    learns: str               # its data and loss
+
+
+STAGES = {
+    "image": Stage({}, None, False, 64, None, "single 32² frames and their prompts; v-MSE"),
+    "video": Stage(dict(temporal=True), "image", True, 8, "base",
+                   "16-frame 32² clips and their prompts, plus single frames (joint training); v-MSE"),
+    "interp": Stage(dict(temporal=True, cond_channels=2), "video", True, 8, "interp",
+                    "clips with frames given (every 5th at 5x the rate, the first k, or the first and last); "
+                    "v-MSE on the frames to make"),
+    "sr": Stage(dict(temporal=True, cond_channels=1, noise_cond=True), None, True, 4, "sr",
+                "64² clips given their noise-augmented 32² versions, upsampled; v-MSE"),
+}
+CASCADE = {stage.cascade: name for name, stage in STAGES.items() if stage.cascade}  # base -> video, ...
+
+
+def stage_config(stage: str, preset: str, source: UNetConfig | None = None) -> UNetConfig:
+    """The UNetConfig of `stage`: the one of the model it starts from (or the preset's), changed as the table says."""
+    return replace(source or UNetConfig(**PRESETS[preset]), **STAGES[stage].unet)
 
 
 # =============================================================================
@@ -1175,9 +1217,15 @@ def atomic_torch_save(obj, path: str):
     os.replace(tmp, path)
 
 
+def renamed(state: dict) -> dict:
+    """A state dict written before the stride embedding was named so (fps_embed), with today's names."""
+    old = "fps_embed."
+    return {"stride_embed." + k[len(old):] if k.startswith(old) else k: v for k, v in state.items()}
+
+
 def load_weights(model: nn.Module, state: dict):
     """load_state_dict, whose error names the first missing, unexpected or misshapen key (not only the model)."""
-    own = model.state_dict()
+    own, state = model.state_dict(), renamed(state)
     for key in own:
         if key not in state:
             raise CheckpointError(f"missing key {key}")

@@ -31,9 +31,7 @@ from tqdm import tqdm
 
 import mav
 
-BASE_FPS = 8                                            # frames per second of a base-rate clip
-STAGES = {"base": "video", "interp": "interp", "sr": "sr"}  # cascade stage -> checkpoint name
-CHECKPOINT_OF = {**STAGES, "image": "image", "judge": "judge"}
+CHECKPOINT_OF = {**mav.CASCADE, "image": "image", "judge": "judge"}  # what --stages and --eval name -> checkpoint
 EVALS = ["videos", "interp", "sr", "animate", "between", "variation"]
 DEFAULT_STEPS = {"base": 20, "interp": 6, "sr": 3}  # with --sampler dpm++: the quality of DDIM at 50 / 20 / 10 (README)
 
@@ -44,6 +42,15 @@ LIMITS = {"steps": 1000, "interp_steps": 1000, "sr_steps": 1000, "frames": 64, "
 
 
 def parse_args(argv=None):
+    """The request, checked and resolved (prompts, mode, stages, output path) before anything is loaded."""
+    p = parser()
+    args = p.parse_args(argv)
+    check_request(p, args)
+    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
+    return args
+
+
+def parser():
     p = mav.ArgumentParser(description="Sample Moving MNIST videos from text with the Make-A-Video cascade.",
                            formatter_class=mav.HelpFormatter)
     what = p.add_argument_group("what to make")
@@ -69,7 +76,21 @@ def parse_args(argv=None):
     given.add_argument("--strength", type=float, default=None,
                        help="--variation: 0 < S <= 1, how far from the input (about 0 = the input, 1 = a fresh "
                             "sample; default 0.6)")
-    cascade = p.add_argument_group("the cascade")
+    add_cascade_arguments(p.add_argument_group("the cascade"))
+    mav.add_device_arguments(p.add_argument_group("hardware"))
+    measure = p.add_argument_group("measure instead of sampling")
+    measure.add_argument("--eval", nargs="?", const="videos", default=None, choices=EVALS,
+                         help="videos (the default): judge scores of the cascade's samples beside real held-out "
+                              "clips and the image model frame by frame; interp / sr: PSNR on held-out clips beside "
+                              "a simple baseline; animate / between / variation: the three modes above on held-out "
+                              "clips, each beside a baseline. Prints one JSON line")
+    measure.add_argument("--bench", action="store_true",
+                         help="time the cascade for --num-samples prompts (default 16), per stage, and print one "
+                              "JSON line")
+    return p
+
+
+def add_cascade_arguments(cascade):
     cascade.add_argument("--stages", default=None,
                          help="comma-separated subset of base,interp,sr (default: every stage with a checkpoint); "
                               "or image: single frames from the image model (a PNG)")
@@ -81,30 +102,16 @@ def parse_args(argv=None):
     cascade.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim", "ancestral"],
                          help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs about 2.5x the "
                               "steps for the same videos; ancestral: stochastic")
-    cascade.add_argument("--guidance", type=float, default=3.0,
+    cascade.add_argument("--guidance", type=float, default=mav.GUIDANCE,
                          help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
                               "unguided")
-    cascade.add_argument("--frames", type=int, default=16, help="frames the base model generates")
+    cascade.add_argument("--frames", type=int, default=mav.FRAMES, help="frames the base model generates")
     cascade.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
     cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
                          help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
     cascade.add_argument("--checkpoints", default="checkpoints",
                          help="folder with video/interp/sr checkpoints (the shipped ones, or a train.py --out)")
     cascade.add_argument("--text-encoder", default=None, help="must match the checkpoints' (default: theirs)")
-    mav.add_device_arguments(p.add_argument_group("hardware"))
-    measure = p.add_argument_group("measure instead of sampling")
-    measure.add_argument("--eval", nargs="?", const="videos", default=None, choices=EVALS,
-                         help="videos (the default): judge scores of the cascade's samples beside real held-out "
-                              "clips and the image model frame by frame; interp / sr: PSNR on held-out clips beside "
-                              "a simple baseline; animate / between / variation: the three modes above on held-out "
-                              "clips, each beside a baseline. Prints one JSON line")
-    measure.add_argument("--bench", action="store_true",
-                         help="time the cascade for --num-samples prompts (default 16), per stage, and print one "
-                              "JSON line")
-    args = p.parse_args(argv)
-    check_request(p, args)
-    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
-    return args
 
 
 def read_prompt_file(p, path: str) -> list[str]:
@@ -129,6 +136,7 @@ def check_request(p, args):
     modes = [flag for flag in ("image", "between", "variation") if getattr(args, flag)]
     if len(modes) > 1:
         p.error(f"--{modes[0]} and --{modes[1]} are different modes: choose one")
+    args.mode = modes[0] if modes else None  # from your pictures: image, between or variation
     if modes and (args.eval or args.bench):
         p.error(f"--{modes[0]} makes videos from your files; it does not combine with --eval or --bench")
     for path in [args.image, args.variation, *(args.between or [])]:
@@ -152,22 +160,22 @@ def check_request(p, args):
         p.error("--guidance must be a number >= 0")
     if not 0 <= args.seed < 2 ** 64:
         p.error("--seed must be in 0 .. 2^64 - 1")
-    check_stages(p, args, modes)
+    check_stages(p, args)
     check_out(p, args)
 
 
-def check_stages(p, args, modes):
+def check_stages(p, args):
     if args.stages is None:
         return
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in args.stages if s not in STAGES and s != "image"]
+    unknown = [s for s in args.stages if s not in mav.CASCADE and s != "image"]
     if unknown or not args.stages:
         p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
                 f"(or image alone)")
-    if "image" in args.stages and (len(args.stages) > 1 or modes or args.eval or args.bench or args.extend):
+    if "image" in args.stages and (len(args.stages) > 1 or args.mode or args.eval or args.bench or args.extend):
         p.error("--stages image samples single frames from the image model; it does not combine with "
                 "other stages, --image/--between/--variation, --extend, --eval or --bench")
-    if "image" not in args.stages and "base" not in args.stages and not (args.image or args.between) \
+    if "image" not in args.stages and "base" not in args.stages and args.mode not in ("image", "between") \
             and args.eval in (None, "videos"):
         p.error(f"--stages {','.join(args.stages)}: the cascade starts from the base model's clip; add base "
                 f"(e.g. --stages base,{args.stages[0]})")
@@ -216,11 +224,11 @@ def load(args, stage: str):
 
 def choose_stages(args) -> list[str]:
     if args.stages is not None:
-        stages = [s for s in STAGES if s in args.stages]  # always in cascade order
+        stages = [s for s in mav.CASCADE if s in args.stages]  # always in cascade order
     else:
         stages = ["base"] + [s for s in ("interp", "sr")
-                             if os.path.exists(os.path.join(args.checkpoints, STAGES[s] + ".json"))]
-    masked = [f"--{flag}" for flag in ("extend", "image", "between") if getattr(args, flag)]
+                             if os.path.exists(os.path.join(args.checkpoints, mav.CASCADE[s] + ".json"))]
+    masked = ["--extend"] * bool(args.extend) + [f"--{args.mode}"] * (args.mode in ("image", "between"))
     if masked and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
         mav.die(f"{masked[0]} makes frames with the masked interpolation network: no interp checkpoint in "
                 f"{args.checkpoints}/; train it with: python train.py --stage interp")
@@ -230,8 +238,9 @@ def choose_stages(args) -> list[str]:
 def needed_models(args, stages) -> list[str]:
     """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
     (which then makes the base clip, so the base video model is not needed)."""
-    names = [s for s in stages if not (s == "base" and (args.image or args.between))]
-    if (args.extend or args.image or args.between) and "interp" not in names:
+    animated = args.mode in ("image", "between")
+    names = [s for s in stages if not (s == "base" and animated)]
+    if (args.extend or animated) and "interp" not in names:
         names.append("interp")
     return names
 
@@ -260,16 +269,17 @@ def cascade(args, models, stages, text, null, g, quiet=False, timings=None, give
             timings[stage] = round(time.perf_counter() - clock[0], 2)
             clock[0] = time.perf_counter()
 
-    base = dict(steps=args.steps, guidance=args.guidance, progress=bar(f"base {args.frames}x{mav.BASE}²"), **common)
+    base_sampling = dict(steps=args.steps, guidance=args.guidance, progress=bar(f"base {args.frames}x{mav.BASE}²"),
+                         **common)
     if given and "first" in given:  # the masked network, first (and last) frame known
         x = mav.animate(models["interp"][0], given["first"], text, null, frames=args.frames, last=given.get("last"),
-                        **base)
+                        **base_sampling)
     else:  # from noise, or (SDEdit) from the given video noised to t = strength
         init = given["video"] if given else None
         x = mav.sample(models["base"][0], (n, 1, args.frames, mav.BASE, mav.BASE), text, null,
-                       fps=torch.ones(n, device=args.device), init=init, strength=args.strength, **base)
+                       stride=torch.ones(n, device=args.device), init=init, strength=args.strength, **base_sampling)
     done("base")
-    fps = BASE_FPS
+    fps = mav.BASE_FPS
     if args.extend:
         x = mav.extend(models["interp"][0], x, args.extend, text, null, steps=args.interp_steps, guidance=1.0,
                        progress=bar(f"extend +{args.extend}"), **common)
@@ -287,6 +297,115 @@ def cascade(args, models, stages, text, null, g, quiet=False, timings=None, give
         done("sr")
     return x.float(), fps
 
+
+def read_pictures(args, n: int) -> dict | None:
+    """The files of --image / --between / --variation, made like the training frames (32², [-1, 1]) and
+    repeated for the n videos -> `given` for cascade(), or None. Unusable files: one line, exit 2."""
+    if args.mode is None:
+        return None
+    to_batch = lambda frames: mav.to_model(frames).to(args.device).expand(n, *frames.shape)
+    try:
+        if args.variation:
+            frames = mav.read_frames(args.variation)
+            if len(frames) < args.frames:
+                mav.die(f"{args.variation} has {len(frames)} frame{'s' * (len(frames) != 1)}; --variation needs "
+                        f"at least {args.frames}")
+            if min(frames.shape[-2:]) < mav.BASE:
+                mav.die(f"{args.variation} is {frames.shape[-1]}x{frames.shape[-2]}; --variation needs at least "
+                        f"{mav.BASE}x{mav.BASE}")
+            frames = frames[torch.linspace(0, len(frames) - 1, args.frames).round().long()]  # evenly spaced
+            pictures = {"video": frames}
+        else:
+            paths = [args.image] if args.image else args.between
+            pictures = dict(zip(["first", "last"], (mav.read_frames(path)[:1] for path in paths)))
+    except mav.InputError as e:
+        mav.die(str(e))
+    for name, frames in pictures.items():
+        why = mav.unlike_training_frames(frames)
+        if why:
+            what = "the video" if name == "video" else f"the {name} picture"
+            print(f"warning: {what} does not look like the training data ({why}); running anyway", file=sys.stderr)
+    fitted = {name: mav.fit_frames(frames) for name, frames in pictures.items()}  # f 32 32
+    if "video" in fitted:
+        return {"video": to_batch(fitted["video"][None])}                         # n 1 f 32 32
+    return {name: to_batch(frames) for name, frames in fitted.items()}              # n 1 32 32
+
+
+def sample_images(args, text, null, g, prompts):
+    """--stages image: one frame per prompt from the text-to-image model -> a PNG grid (and its prompt list)."""
+    model = load(args, "image")[0]
+    with autocast(args):
+        x = mav.sample(model, (len(prompts), 1, mav.BASE, mav.BASE), text, null, steps=args.steps,
+                       guidance=args.guidance, sampler=args.sampler, generator=g,
+                       progress=progress(f"image {len(prompts)}x{mav.BASE}²"))
+    images = mav.to_pixels(x.float()).cpu()  # n 1 h w: one-frame videos
+    out = args.out
+    cols = 8 if len(images) % 8 == 0 and len(images) >= 16 else None
+    mav.write_video(out, mav.video_grid(images, pad=2 if len(images) > 1 else 0, cols=cols), fps=1,
+                    scale=args.scale)
+    if len(images) > 1:
+        with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
+            fh.write("\n".join(prompts) + "\n")
+    print(f"wrote {out} ({len(images)} image{'s' * (len(images) > 1)} at {mav.BASE}x{mav.BASE}; image model)")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback, and no half-written file (write_video renames at the end)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def run(args):
+    """The request, after parse_args: a measurement, an image grid, or videos through the cascade."""
+    if args.bench:
+        return bench(args)
+    if args.eval == "videos":
+        return evaluate_videos(args)
+    if args.eval in ("animate", "between", "variation"):
+        return evaluate_modes(args)
+    if args.eval:
+        return evaluate(args)
+    stages = ["image"] if args.stages == ["image"] else choose_stages(args)
+    models = {s: load(args, s) for s in needed_models(args, stages)}
+    encoders = {meta["text_encoder"] for _, meta in models.values()}
+    if len(encoders) > 1:
+        mav.die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: {sorted(encoders)}")
+    for prompt in dict.fromkeys(args.prompt):
+        if mav.parse_prompt(prompt) is None:
+            print(f"warning: {prompt!r} is not of the form '<digit> and <digit>', the only text the model "
+                  f"was trained on; sampling anyway", file=sys.stderr)
+
+    prompts = [p for p in args.prompt for _ in range(args.num_samples)]
+    given = read_pictures(args, len(prompts))
+    cache = mav.TextCache.load_or_build(args.checkpoints, encoders.pop())
+    text = cache.embed(prompts).to(args.device)
+    null = cache.embed([""] * len(prompts)).to(args.device)
+    g = torch.Generator().manual_seed(args.seed)
+    if stages == ["image"]:
+        return sample_images(args, text, null, g, prompts)
+    with autocast(args):
+        x, fps = cascade(args, models, stages, text, null, g, given=given)
+    videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
+    n = len(videos)
+    out = args.out
+    mav.write_video(out, mav.video_grid(videos, pad=2 if n > 1 else 0), fps=fps, scale=args.scale)
+    if n > 1:  # the prompts in grid order, row by row
+        with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
+            fh.write("\n".join(prompts) + "\n")
+    how = {"image": " from --image", "between": " from --between",
+           "variation": f" (variation, strength {args.strength:g})"}.get(args.mode, "")
+    print(f"wrote {out} ({n} video{'s' if n > 1 else ''}{how}, {videos.shape[1]} frames at "
+          f"{videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)})")
+
+
+
+# --- measuring: --bench and --eval --------------------------------------------------------------
+# A harness around the cascade above, kept apart from it: the same models and cascade(), timed
+# (--bench) or scored on seeded prompts and held-out clips beside a ceiling and a baseline (--eval).
 
 def bench(args):
     """Wall time of the cascade for N prompts with the chosen step counts, per stage (after one warm-up
@@ -471,129 +590,29 @@ def evaluate_modes(args):
                           psnr_per_frame=per_frame(made), psnr_linear_blend_per_frame=per_frame(blend),
                           made=score(made, labels), real=score(real, labels))
         elif mode == "variation":
-            # a prompt that names another pair of digits than the clip's, so following it means changing it
-            shift = torch.randint(1, len(mav.PAIRS), (n,), generator=g)
-            other = torch.tensor(mav.PAIRS)[(mav.pair_index(labels) + shift) % len(mav.PAIRS)]
-            text = cache(mav.prompt_ids(other, g)).to(dev)
-            fps = torch.ones(n, device=dev)
-            rows = [{"strength": 0.0, "adherence_new_prompt": score(real, other)["adherence"],
-                     "adherence_own_digits": score(real, labels)["adherence"], "psnr_to_input": None}]
-            for strength in (0.4, 0.6, 0.8, 1.0):
-                made = in_chunks(lambda x, t, u, r: mav.sample(model, x.shape, t, u, init=x, strength=strength,
-                                                               fps=r, **kw), n, 16, real, text, null, fps)
-                new, own = score(made, other), score(made, labels)
-                rows.append({"strength": strength, "adherence_new_prompt": new["adherence"],
-                             "adherence_own_digits": own["adherence"], "psnr_to_input": psnr(made, real),
-                             "switch_rate": new["switch_rate"], "motion": new["motion"]})
-            result["rows"] = rows
+            result["rows"] = variation_rows(model, cache, real, labels, null, score, psnr, g, **kw)
     result.update(preset=meta.get("preset"), trained_steps=meta.get("step"), seconds=round(time.time() - t0, 1))
     print(json.dumps(result))
 
 
-def read_pictures(args, n: int) -> dict | None:
-    """The files of --image / --between / --variation, made like the training frames (32², [-1, 1]) and
-    repeated for the n videos -> `given` for cascade(), or None. Unusable files: one line, exit 2."""
-    if not (args.image or args.between or args.variation):
-        return None
-    to_batch = lambda frames: mav.to_model(frames).to(args.device).expand(n, *frames.shape)
-    try:
-        if args.variation:
-            frames = mav.read_frames(args.variation)
-            if len(frames) < args.frames:
-                mav.die(f"{args.variation} has {len(frames)} frame{'s' * (len(frames) != 1)}; --variation needs "
-                        f"at least {args.frames}")
-            if min(frames.shape[-2:]) < mav.BASE:
-                mav.die(f"{args.variation} is {frames.shape[-1]}x{frames.shape[-2]}; --variation needs at least "
-                        f"{mav.BASE}x{mav.BASE}")
-            frames = frames[torch.linspace(0, len(frames) - 1, args.frames).round().long()]  # evenly spaced
-            pictures = {"video": frames}
-        else:
-            paths = [args.image] if args.image else args.between
-            pictures = dict(zip(["first", "last"], (mav.read_frames(path)[:1] for path in paths)))
-    except mav.InputError as e:
-        mav.die(str(e))
-    for name, frames in pictures.items():
-        why = mav.unlike_training_frames(frames)
-        if why:
-            what = "the video" if name == "video" else f"the {name} picture"
-            print(f"warning: {what} does not look like the training data ({why}); running anyway", file=sys.stderr)
-    fitted = {name: mav.fit_frames(frames) for name, frames in pictures.items()}  # f 32 32
-    if "video" in fitted:
-        return {"video": to_batch(fitted["video"][None])}                         # n 1 f 32 32
-    return {name: to_batch(frames) for name, frames in fitted.items()}              # n 1 32 32
-
-
-def sample_images(args, text, null, g, prompts):
-    """--stages image: one frame per prompt from the text-to-image model -> a PNG grid (and its prompt list)."""
-    model = load(args, "image")[0]
-    with autocast(args):
-        x = mav.sample(model, (len(prompts), 1, mav.BASE, mav.BASE), text, null, steps=args.steps,
-                       guidance=args.guidance, sampler=args.sampler, generator=g,
-                       progress=progress(f"image {len(prompts)}x{mav.BASE}²"))
-    images = mav.to_pixels(x.float()).cpu()  # n 1 h w: one-frame videos
-    out = args.out
-    cols = 8 if len(images) % 8 == 0 and len(images) >= 16 else None
-    mav.write_video(out, mav.video_grid(images, pad=2 if len(images) > 1 else 0, cols=cols), fps=1,
-                    scale=args.scale)
-    if len(images) > 1:
-        with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
-            fh.write("\n".join(prompts) + "\n")
-    print(f"wrote {out} ({len(images)} image{'s' * (len(images) > 1)} at {mav.BASE}x{mav.BASE}; image model)")
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
-    try:
-        return run(args)
-    except KeyboardInterrupt:  # Ctrl-C: no traceback, and no half-written file (write_video renames at the end)
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-def run(args):
-    """The request, after parse_args: a measurement, an image grid, or videos through the cascade."""
-    if args.bench:
-        return bench(args)
-    if args.eval == "videos":
-        return evaluate_videos(args)
-    if args.eval in ("animate", "between", "variation"):
-        return evaluate_modes(args)
-    if args.eval:
-        return evaluate(args)
-    stages = ["image"] if args.stages == ["image"] else choose_stages(args)
-    models = {s: load(args, s) for s in needed_models(args, stages)}
-    encoders = {meta["text_encoder"] for _, meta in models.values()}
-    if len(encoders) > 1:
-        mav.die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: {sorted(encoders)}")
-    for prompt in dict.fromkeys(args.prompt):
-        if mav.parse_prompt(prompt) is None:
-            print(f"warning: {prompt!r} is not of the form '<digit> and <digit>', the only text the model "
-                  f"was trained on; sampling anyway", file=sys.stderr)
-
-    prompts = [p for p in args.prompt for _ in range(args.num_samples)]
-    given = read_pictures(args, len(prompts))
-    cache = mav.TextCache.load_or_build(args.checkpoints, encoders.pop())
-    text = cache.embed(prompts).to(args.device)
-    null = cache.embed([""] * len(prompts)).to(args.device)
-    g = torch.Generator().manual_seed(args.seed)
-    if stages == ["image"]:
-        return sample_images(args, text, null, g, prompts)
-    with autocast(args):
-        x, fps = cascade(args, models, stages, text, null, g, given=given)
-    videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
-    n = len(videos)
-    out = args.out
-    mav.write_video(out, mav.video_grid(videos, pad=2 if n > 1 else 0), fps=fps, scale=args.scale)
-    if n > 1:  # the prompts in grid order, row by row, like the seed's tables
-        with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
-            fh.write("\n".join(prompts) + "\n")
-    mode = {"image": " from --image", "between": " from --between", "variation": f" (variation, strength "
-            f"{args.strength:g})"}
-    how = "".join(mode[flag] for flag in mode if getattr(args, flag))
-    print(f"wrote {out} ({n} video{'s' if n > 1 else ''}{how}, {videos.shape[1]} frames at "
-          f"{videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)})")
-
+def variation_rows(model, cache, real, labels, null, score, psnr, g, **kw) -> list[dict]:
+    """--eval variation: each clip with a prompt naming another pair of digits than its own (so following
+    the prompt means changing the clip), at strength 0 (the input) / 0.4 / 0.6 / 0.8 / 1 (a fresh sample)."""
+    n = len(real)
+    shift = torch.randint(1, len(mav.PAIRS), (n,), generator=g)
+    other = torch.tensor(mav.PAIRS)[(mav.pair_index(labels) + shift) % len(mav.PAIRS)]
+    text = cache(mav.prompt_ids(other, g)).to(real.device)
+    stride = torch.ones(n, device=real.device)
+    rows = [{"strength": 0.0, "adherence_new_prompt": score(real, other)["adherence"],
+             "adherence_own_digits": score(real, labels)["adherence"], "psnr_to_input": None}]
+    for strength in (0.4, 0.6, 0.8, 1.0):
+        made = in_chunks(lambda x, t, u, r: mav.sample(model, x.shape, t, u, init=x, strength=strength,
+                                                       stride=r, **kw), n, 16, real, text, null, stride)
+        new, own = score(made, other), score(made, labels)
+        rows.append({"strength": strength, "adherence_new_prompt": new["adherence"],
+                     "adherence_own_digits": own["adherence"], "psnr_to_input": psnr(made, real),
+                     "switch_rate": new["switch_rate"], "motion": new["motion"]})
+    return rows
 
 if __name__ == "__main__":
     main()

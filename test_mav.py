@@ -1,5 +1,5 @@
-"""Tests for mav.py, train.py and sample.py: CPU only, tiny preset; 89 s on 2 AVX2 cores, 126 s on 2 cores
-with native bf16 (README: Quick start). No test depends on the CPU's bf16: precision is auto.
+"""Tests for mav.py, train.py and sample.py: CPU only, tiny preset, a few minutes on 2 cores (the README's
+Quick start says how long, on which CPU). No test depends on the CPU's bf16: precision is auto.
 
     python -m pytest -q test_mav.py
 """
@@ -38,9 +38,10 @@ def cache(cache_dir):
 def randomized(model):
     """Give every weight a random value, so zero-initialised layers cannot hide a bug."""
     torch.manual_seed(1)
+    temporal = mav.temporal_names(model.cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if not mav.is_temporal(name):
+            if name not in temporal:
                 p.normal_(0, 0.1)
     return model
 
@@ -123,10 +124,11 @@ def test_v_prediction_recovers_x_and_eps():
     torch.manual_seed(0)
     x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     alpha, sigma = (s.view(-1, 1, 1, 1) for s in mav.alpha_sigma(torch.tensor([-5.0, 0.0, 3.0, 10.0])))
-    z = alpha * x + sigma * eps
+    z = mav.add_noise(x, eps, torch.tensor([-5.0, 0.0, 3.0, 10.0]))
+    assert torch.allclose(z, alpha * x + sigma * eps)
     v = mav.v_target(x, eps, alpha, sigma)
     assert torch.allclose(mav.v_to_x0(z, v, alpha, sigma), x, atol=1e-5)
-    assert torch.allclose(mav.v_to_eps(z, v, alpha, sigma), eps, atol=1e-5)
+    assert torch.allclose(sigma * z + alpha * v, eps, atol=1e-5)  # ε̂ = σ·z + α·v̂, as the sampler uses
 
 
 def test_classifier_free_guidance():
@@ -143,7 +145,7 @@ class PerfectDenoiser(torch.nn.Module):
         super().__init__()
         self.target = target
 
-    def forward(self, z, logsnr, text, fps=None, cond=None):
+    def forward(self, z, logsnr, text, stride=None, cond=None):
         alpha, sigma = (s.view(-1, *[1] * (z.ndim - 1)) for s in mav.alpha_sigma(logsnr))
         return alpha * (z - alpha * self.target) / sigma - sigma * self.target
 
@@ -164,7 +166,7 @@ class GaussianDenoiser(torch.nn.Module):
         super().__init__()
         self.mu, self.s = mu, s
 
-    def forward(self, z, logsnr, text, fps=None, cond=None):
+    def forward(self, z, logsnr, text, stride=None, cond=None):
         alpha, sigma = (s.view(-1, *[1] * (z.ndim - 1)) for s in mav.alpha_sigma(logsnr))
         x = (alpha * self.s ** 2 * z + sigma ** 2 * self.mu) / (alpha ** 2 * self.s ** 2 + sigma ** 2)
         return alpha * (z - alpha * x) / sigma - sigma * x
@@ -228,10 +230,11 @@ def test_unet_shapes_on_images_and_videos(cache):
     text = cache(torch.tensor([5, 17]))
     logsnr = torch.tensor([0.0, 3.0])
     assert image_model(torch.randn(2, 1, 32, 32), logsnr, text).shape == (2, 1, 32, 32)
-    assert video_model(torch.randn(2, 1, 16, 32, 32), logsnr, text, fps=torch.ones(2)).shape == (2, 1, 16, 32, 32)
+    assert video_model(torch.randn(2, 1, 16, 32, 32), logsnr, text, stride=torch.ones(2)).shape == (2, 1, 16, 32, 32)
     assert video_model(torch.randn(2, 1, 32, 32), logsnr, text).shape == (2, 1, 32, 32)  # joint image batches
-    assert not any(mav.is_temporal(n) for n, _ in image_model.named_parameters())
-    assert any(mav.is_temporal(n) for n, _ in video_model.named_parameters())
+    temporal = mav.temporal_names(TINY)
+    assert temporal and not temporal & set(image_model.state_dict()) and temporal <= set(video_model.state_dict())
+    assert all("temporal" in name or name.startswith("stride_embed") for name in temporal)
 
 
 def test_temporal_conv_starts_as_identity():
@@ -279,13 +282,13 @@ def test_inflation_invariant(cache):
     """Right after inflation the video model equals the image model applied frame by frame."""
     image_model = randomized(mav.UNet(TINY)).eval()
     video_model = mav.inflate(image_model.state_dict(), TINY).eval()
-    new = [n for n in video_model.state_dict() if n not in image_model.state_dict()]
-    assert new and all(mav.is_temporal(n) for n in new)
+    new = set(video_model.state_dict()) - set(image_model.state_dict())
+    assert new == mav.temporal_names(TINY)
     torch.manual_seed(2)
     video = torch.randn(2, 1, 6, 32, 32)
     logsnr, text = torch.tensor([-3.0, 7.0]), cache(torch.tensor([12, 301]))
     with torch.no_grad():
-        out = video_model(video, logsnr, text, fps=torch.tensor([1.0, 2.0]))
+        out = video_model(video, logsnr, text, stride=torch.tensor([1.0, 2.0]))
         frames = torch.stack([image_model(video[:, :, i], logsnr, text) for i in range(6)], dim=2)
     assert frames.abs().mean() > 0.01  # a real signal, not zeros on both sides
     assert (out - frames).abs().max() < 1e-5
@@ -449,19 +452,19 @@ def test_cli_error_has_no_traceback(tmp_path):
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "python train.py" in run.stderr
 
 
-# --- part 2: the cascade (interpolation, super-resolution) ----------------------
+# --- the cascade: interpolation and super-resolution ---------------------------
 
 def test_interp_network_starts_as_the_video_model(cache):
     """Inflation again: the new known-frames and mask channels start at zero."""
     video_model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), TINY)).eval()
     interp = mav.inflate(video_model.state_dict(), mav.replace(video_model.cfg, cond_channels=2)).eval()
     torch.manual_seed(0)
-    x, text, fps = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([4, 9])), torch.ones(2)
+    x, text, stride = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([4, 9])), torch.ones(2)
     cond = mav.masked_conditioning(torch.randn(2, 1, 6, 32, 32), torch.rand(2, 6) < 0.5)
     with torch.no_grad():
-        expected = video_model(x, torch.zeros(2), text, fps=fps)
+        expected = video_model(x, torch.zeros(2), text, stride=stride)
         assert expected.abs().mean() > 0.01
-        assert (interp(x, torch.zeros(2), text, fps=fps, cond=cond) - expected).abs().max() < 1e-5
+        assert (interp(x, torch.zeros(2), text, stride=stride, cond=cond) - expected).abs().max() < 1e-5
     bad = dict(video_model.state_dict())
     bad["conv_in.spatial.weight"] = bad["conv_in.spatial.weight"][:, :, :2]  # a kernel of another size
     with pytest.raises(ValueError, match="mismatched"):
@@ -564,7 +567,7 @@ def test_cascade_bad_requests(trained, capsys, argv, needle):
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(trained), *argv], needle)
 
 
-# --- part 3: the judge and the video metrics ------------------------------------
+# --- the judge and the video metrics ------------------------------------------
 
 SHIPPED = os.path.join(HERE, "checkpoints")
 
@@ -678,7 +681,7 @@ def test_train_eval_every_logs_judge_scores(trained, tmp_path):
     assert "eval adherence" in (folder / "video.log").read_text()
 
 
-# --- part 5: torchrun, exact resume, interruption, bad runs ----------------------
+# --- torchrun, exact resume, interruption, bad runs ----------------------------
 
 import signal  # noqa: E402
 import time  # noqa: E402
@@ -791,7 +794,7 @@ def test_torchrun_two_cpu_processes(trained, tmp_path):
     assert iio.imread(tmp_path / "ddp.gif").shape[:3] == (16, 32, 32)
 
 
-# --- part 4: benchmarks ---------------------------------------------------------
+# --- benchmarks ----------------------------------------------------------------
 
 TRAIN_BENCH_KEYS = {"bench", "stage", "preset", "device", "batch", "samples_per_s", "frames_per_s", "step_s",
                     "peak_mem_gib", "flops_per_step", "achieved_tflops", "peak_tflops", "mfu", "plain_step_s",
@@ -816,7 +819,7 @@ def test_sample_bench_times_every_stage(cascade, capsys):
     assert result["frames_per_s"] > 0 and result["size"] == 64
 
 
-# --- part 7: animate a picture, move between two, vary a video -------------------
+# --- animate a picture, move between two, vary a video -------------------------
 
 def test_animate_keeps_the_given_frames(cache):
     model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), mav.replace(TINY, cond_channels=2))).eval()
@@ -1096,3 +1099,103 @@ def test_a_broken_text_cache_is_rebuilt(cache_dir, tmp_path, capsys):
     assert "rebuilding it" in capsys.readouterr().err
     original = mav.TextCache.load_or_build(str(cache_dir))
     assert torch.equal(rebuilt.text.pooled, original.text.pooled)
+
+
+# --- the laptop chain: every stage in one command (--stage all) ----------------
+
+def test_chain_splits_the_minutes_by_shares_and_passes_on_unused_time():
+    assert list(train.CHAIN) == ["image", "video", "interp", "sr"]  # the cascade's order
+    assert math.isclose(sum(recipe["share"] for recipe in train.CHAIN.values()), 1.0)
+    fresh = train.chain_budgets(60, {})
+    assert {stage: round(s) for stage, s in fresh.items()} == {
+        stage: round(3600 * recipe["share"]) for stage, recipe in train.CHAIN.items()}
+    later = train.chain_budgets(60, {"image": 600.0})  # the image stage ended early: 840 s go to the rest
+    assert list(later) == ["video", "interp", "sr"] and math.isclose(sum(later.values()), 3000)
+    assert math.isclose(later["video"] / later["sr"], train.CHAIN["video"]["share"] / train.CHAIN["sr"]["share"])
+
+
+def tiny_chain(out, *extra):
+    train.main(["--stage", "all", "--preset", "tiny", "--out", str(out), "--steps", "3", "--time-limit", "30",
+                "--sample-every", "0", "--log-every", "1", *extra])
+
+
+def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "chain"
+    shutil.copytree(cache_dir, out)
+    real_loss, calls = mav.diffusion_loss, []
+
+    def ctrl_c_in_the_video_stage(*args, **kwargs):  # image: calls 1-3; video: 2 per step (clips, images)
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+    monkeypatch.setattr(mav, "diffusion_loss", ctrl_c_in_the_video_stage)
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_chain(out)
+    printed = capsys.readouterr().out
+    assert exit_info.value.code == 130 and "interrupted at step 2" in printed, printed
+    assert "continue the chain with: python train.py --stage all --preset tiny" in printed
+    assert list(mav.checkpoint_meta(str(out), "chain")["done"]) == ["image"]
+    image_bytes = (out / "image.safetensors").read_bytes()
+    monkeypatch.undo()
+
+    tiny_chain(out, "--resume")
+    printed = capsys.readouterr().out
+    assert "done already: image" in printed and "chain done" in printed
+    chain = mav.checkpoint_meta(str(out), "chain")
+    assert list(chain["done"]) == list(train.CHAIN) and chain["time_limit"] == 30
+    assert (out / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
+    video, interp, sr = (mav.checkpoint_meta(str(out), stage) for stage in ("video", "interp", "sr"))
+    assert video["step"] == 3 and video["image_step"] == 3 and video["batch_size"] == train.CHAIN["video"]["batch_size"]
+    assert interp["video_step"] == 3 and sr["frames"] == train.CHAIN["sr"]["frames"]
+    assert mav.load_checkpoint(str(out), "sr")[0].cfg.noise_cond
+
+
+def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
+    out = tmp_path / "other"
+    shutil.copytree(cache_dir, out)
+    tiny_image_run(out, 1)  # a single-stage run, not a chain
+    capsys.readouterr()
+    expect_one_line_error(capsys, tiny_chain, out, "already holds image.json: continue that chain with --resume")
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_chain(out, "--resume")
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "holds no chain to continue" in err, err
+    mav.atomic_write_json(dict(stage="chain", preset="small", time_limit=30.0, seed=0, done={}),
+                          train.chain_path(str(out)))
+    with pytest.raises(SystemExit):
+        tiny_chain(out, "--resume")
+    assert "has preset 'small', not 'tiny'" in capsys.readouterr().err
+    for flag in (["--lr", "1e-3"], ["--batch-size", "2"], ["--init", "checkpoints"], ["--bench"]):
+        expect_one_line_error(capsys, train.main, ["--stage", "all", *flag],
+                              f"{flag[0]} applies to one stage: --stage all trains by its recipe")
+
+
+# --- which weights are temporal, and their names in older checkpoints -----------
+
+def test_freeze_spatial_trains_exactly_the_temporal_weights(trained, tmp_path):
+    out = tmp_path / "frozen"
+    shutil.copytree(trained, out)
+    args = train.parse_args(["--stage", "video", "--preset", "tiny", "--out", str(out), "--overwrite", "--steps", "2",
+                             "--batch-size", "2", "--frames", "8", "--unlabeled", "--sample-every", "0"])
+    trainer = train.Trainer(args)
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    image_names = set(mav.load_checkpoint(str(out), "image")[0].state_dict())
+    assert trainable and trainable == {name for name, _ in trainer.model.named_parameters()} - image_names
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and changed <= trainable  # the image model's weights are exactly as they were
+
+
+def test_checkpoints_that_name_the_stride_embedding_fps_embed_still_load(trained, tmp_path):
+    """The shipped checkpoints were written when the stride input was called fps."""
+    folder = tmp_path / "old_names"
+    shutil.copytree(trained, folder)
+    from safetensors.torch import load_file, save_file
+    state = load_file(folder / "video.safetensors")
+    old = {k.replace("stride_embed.", "fps_embed.", 1): v for k, v in state.items()}
+    assert old.keys() != state.keys()
+    save_file(old, folder / "video.safetensors")
+    model = mav.load_checkpoint(str(folder), "video")[0]
+    assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items())

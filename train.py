@@ -7,6 +7,7 @@ Train one stage of the Make-A-Video cascade on Moving MNIST.
     python train.py --stage interp                # masked frame interpolation, from the video model
     python train.py --stage sr                    # video super-resolution 32² -> 64²
     python train.py --stage judge                 # the digit judge that scores samples (sample.py --eval)
+    python train.py --stage all --preset cpu --time-limit 120   # image -> video -> interp -> sr on a laptop
 
 Every stage writes <out>/<stage>.safetensors + .json (EMA weights, what
 sampling uses), <out>/<stage>-train.pt (the full state, for --resume),
@@ -29,28 +30,60 @@ from tqdm import tqdm
 
 import mav
 
-STAGES = ["image", "video", "interp", "sr", "judge"]
-DEFAULT_BATCH = {"image": 64, "video": 8, "interp": 8, "sr": 4, "judge": 256}
+TRAINABLE = [*mav.STAGES, "judge"]  # the cascade's networks (mav.STAGES), and the judge that scores them
+DEFAULT_BATCH = {**{name: stage.batch for name, stage in mav.STAGES.items()}, "judge": 256}
+
+# The whole method in one command (--stage all): the cascade's stages in order, each a normal run into
+# the same --out with its share of --time-limit and its own batch, clip length and learning rate.
+# Chosen for a 2-core CPU without native bf16 (README, "No GPU? Train it on a laptop").
+CHAIN = {
+    "image": dict(share=0.40, batch_size=32, frames=16, lr=1e-3, warmup=100),
+    "video": dict(share=0.35, batch_size=4, frames=16, lr=5e-4, warmup=50),    # + 4 x 4 joint images
+    "interp": dict(share=0.10, batch_size=4, frames=16, lr=5e-4, warmup=20),
+    "sr": dict(share=0.15, batch_size=2, frames=8, lr=1e-3, warmup=20),
+}
+CHAIN_ONLY_RECIPE = ("batch_size", "frames", "lr", "warmup", "joint_images", "init", "unlabeled", "eval_every")
 
 
 def parse_args(argv=None):
+    """The command, checked (one line and exit 2 for bad input, before anything is built), defaults filled."""
+    p = parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
+    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
+    args.out = args.out or os.path.join("runs", args.preset)
+    if args.stage == "all":
+        check_chain_out(p, args)
+    elif not args.bench:
+        check_out(p, args)
+    return args
+
+
+def parser():
     p = mav.ArgumentParser(description="Train one stage of Make-A-Video on Moving MNIST.",
                            formatter_class=mav.HelpFormatter)
     what = p.add_argument_group("what to train")
-    what.add_argument("--stage", required=True, choices=STAGES, help="which network to train")
-    what.add_argument("--preset", default="small", choices=list(mav.PRESETS),
-                      help="model size: tiny (tests), small (CPU), base (GPU)")
-    what.add_argument("--steps", type=int, default=5000, help="total optimizer steps (resume continues up to it)")
+    what.add_argument("--stage", required=True, choices=TRAINABLE + ["all"],
+                      help="which network to train; all = image, video, interp and sr in turn, into one --out, "
+                           "sharing --time-limit (the laptop recipe)")
+    what.add_argument("--preset", default=None, choices=list(mav.PRESETS),
+                      help="model size: tiny (tests), cpu (the laptop chain), small, base (GPU); default small, "
+                           "cpu for --stage all")
+    what.add_argument("--steps", type=int, default=None,
+                      help="total optimizer steps (resume continues up to it); default 5000; --stage all: per "
+                           "stage, default no limit but the time")
     what.add_argument("--batch-size", type=int, default=None,
                       help=f"images or clips per step (default {DEFAULT_BATCH})")
-    what.add_argument("--frames", type=int, default=16, help="frames per training clip (video, interp, sr)")
+    what.add_argument("--frames", type=int, default=None,
+                      help="frames per training clip (video, interp, sr; default 16)")
     what.add_argument("--joint-images", type=int, default=None,
                       help="video stage: single frames with their prompts added to each step, so the text "
                            "control learned by the image model is kept (default 4 x batch; 0 = off)")
     what.add_argument("--time-limit", type=float, default=None,
-                      help="stop (and save) after this many minutes, even before --steps")
-    what.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
-    what.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+                      help="stop (and save) after this many minutes, even before --steps; --stage all: "
+                           "minutes of training for the whole chain (default 120, or the resumed chain's)")
+    what.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
+    what.add_argument("--warmup", type=int, default=None, help="linear learning-rate warm-up steps (default 200)")
     what.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights that are saved")
     what.add_argument("--seed", type=int, default=0)
     what.add_argument("--text-encoder", default=None,
@@ -70,13 +103,7 @@ def parse_args(argv=None):
     where.add_argument("--init", default=None, metavar="FOLDER",
                        help="start from the weights of this stage's checkpoint in FOLDER (e.g. checkpoints, to "
                             "fine-tune the shipped ones) instead of from its source stage; steps count from 0")
-    watch = p.add_argument_group("watching it")
-    watch.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
-    watch.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    watch.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = never)")
-    watch.add_argument("--eval-every", type=int, default=0,
-                       help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
-                            "logged; needs <out>/judge.safetensors (0 = never)")
+    add_watch_arguments(p.add_argument_group("watching it"))
     hardware = mav.add_device_arguments(p.add_argument_group("hardware and speed"))
     hardware.add_argument("--compile", nargs="?", const="default", default=None,
                           choices=["default", "reduce-overhead", "max-autotune"],
@@ -86,17 +113,32 @@ def parse_args(argv=None):
                           help="time warm-up + --bench-steps steps of fresh weights on the fast path and on the plain "
                                "path (fp32, eager, unfused AdamW), print one JSON line, train nothing")
     hardware.add_argument("--bench-steps", type=int, default=10, help="timed steps of --bench")
-    args = p.parse_args(argv)
-    check_args(p, args)
-    args.device, args.precision, args.precision_why = mav.device_and_precision(args.device, args.precision, p.error)
-    args.out = args.out or os.path.join("runs", args.preset)
-    if not args.bench:
-        check_out(p, args)
-    return args
+    return p
+
+
+def add_watch_arguments(watch):
+    watch.add_argument("--log-every", type=int, default=10, help="steps between loss readings (log file and bar)")
+    watch.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    watch.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = never)")
+    watch.add_argument("--eval-every", type=int, default=0,
+                       help="video stage: steps between judge scores (adherence, switch rate) of 8 samples, "
+                            "logged; needs <out>/judge.safetensors (0 = never)")
 
 
 def check_args(p, args):
     """Every number and combination checked (one line, exit 2, before anything is built); defaults filled."""
+    args.preset = args.preset or ("cpu" if args.stage == "all" else "small")
+    if args.stage == "all":
+        given = [f"--{k.replace('_', '-')}" for k in CHAIN_ONLY_RECIPE if getattr(args, k)] + \
+            (["--freeze-spatial"] if args.freeze_spatial else []) + (["--bench"] if args.bench else [])
+        if given:
+            p.error(f"{given[0]} applies to one stage: --stage all trains by its recipe (train.py CHAIN)")
+        args.steps = 10 ** 9 if args.steps is None else args.steps
+        args.batch_size, args.frames, args.lr, args.warmup = 1, mav.FRAMES, 1.0, 0  # each stage sets its own
+    args.steps = 5000 if args.steps is None else args.steps
+    args.frames = mav.FRAMES if args.frames is None else args.frames
+    args.lr = 2e-4 if args.lr is None else args.lr
+    args.warmup = 200 if args.warmup is None else args.warmup
     args.batch_size = DEFAULT_BATCH[args.stage] if args.batch_size is None else args.batch_size
     for name in ("steps", "batch_size", "frames", "log_every", "save_every", "bench_steps"):
         if getattr(args, name) <= 0:
@@ -133,6 +175,11 @@ def check_out(p, args):
                     f"{args.out}, or replace it with --overwrite")
 
 
+def example_frames(args) -> int:
+    """Frames in one training example: a clip's for the stages trained on clips, else 1."""
+    return args.frames if args.stage in mav.STAGES and mav.STAGES[args.stage].clips else 1
+
+
 def load_for(args, stage, needed_by):
     """A checkpoint a stage starts from, or a one-line error that says how to make it."""
     try:
@@ -146,38 +193,40 @@ def load_for(args, stage, needed_by):
 
 
 def build_model(args):
-    """-> (model, meta of the model's origin).
+    """-> (model, meta of the model's origin): what mav.STAGES says the stage starts from.
 
-    image: a new text-to-image UNet. video: the image checkpoint, inflated.
-    interp: the video checkpoint, inflated again with 2 zero-initialised input
-    channels (known frames, mask). sr: a new space-time UNet at 64² with the
-    upsampled low-res video as an input channel and its noise level embedded.
+    image and sr: new UNets (sr at 64², with the upsampled low-res video as an input channel and its
+    noise level embedded). video: the image checkpoint, inflated. interp: the video checkpoint, inflated
+    again with 2 zero-initialised input channels (known frames, mask). --init: the stage's own weights.
     """
-    preset = mav.UNetConfig(**mav.PRESETS[args.preset])
     if args.init:  # fine-tuning: the stage's own weights, from any folder
-        try:
-            model, meta = mav.load_checkpoint(args.init, args.stage, text_encoder=args.text_encoder)
-        except mav.CheckpointError as e:
-            mav.die(f"--init: {e}")
-        if args.stage != "judge" and meta.get("preset") != args.preset:
-            mav.die(f"--init: the {args.stage} checkpoint in {args.init}/ is preset {meta.get('preset')!r}, "
-                    f"not {args.preset!r}")
-        args.text_encoder = meta.get("text_encoder")
-        kept = {k: v for k, v in meta.items() if k.endswith("_step") and k != "init_step"}
-        return model.train(), {**kept, "init_step": (meta.get("step") or 0) + meta.get("init_step", 0)}
+        return init_model(args)
     if args.stage == "judge":  # no text, no preset: one small CNN reads every stage
         return mav.Judge(mav.JudgeConfig()), {}
-    if args.stage == "image":
-        args.text_encoder = args.text_encoder or mav.DEFAULT_TEXT_ENCODER
-        return mav.UNet(preset), {}
-    if args.stage == "sr":
-        if args.text_encoder is None:  # the cascade's encoder: the image model's if there is one
+    source = mav.STAGES[args.stage].starts_from
+    if source is None:
+        if args.stage == "image":
+            args.text_encoder = args.text_encoder or mav.DEFAULT_TEXT_ENCODER
+        elif args.text_encoder is None:  # the cascade's encoder: the image model's if there is one
             args.text_encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER)
-        return mav.UNet(mav.replace(preset, temporal=True, cond_channels=1, noise_cond=True)), {}
-    source = "image" if args.stage == "video" else "video"
+        return mav.UNet(mav.stage_config(args.stage, args.preset)), {}
     model, meta = load_for(args, source, args.stage)
-    cfg = model.cfg if args.stage == "video" else mav.replace(model.cfg, cond_channels=2)
+    cfg = mav.stage_config(args.stage, args.preset, source=model.cfg)
     return mav.inflate(model.state_dict(), cfg), {f"{source}_step": meta.get("step")}
+
+
+def init_model(args):
+    """--init FOLDER: the stage's checkpoint in FOLDER, to train on from its weights (steps count from 0)."""
+    try:
+        model, meta = mav.load_checkpoint(args.init, args.stage, text_encoder=args.text_encoder)
+    except mav.CheckpointError as e:
+        mav.die(f"--init: {e}")
+    if args.stage != "judge" and meta.get("preset") != args.preset:
+        mav.die(f"--init: the {args.stage} checkpoint in {args.init}/ is preset {meta.get('preset')!r}, "
+                f"not {args.preset!r}")
+    args.text_encoder = meta.get("text_encoder")
+    kept = {k: v for k, v in meta.items() if k.endswith("_step") and k != "init_step"}
+    return model.train(), {**kept, "init_step": (meta.get("step") or 0) + meta.get("init_step", 0)}
 
 
 class Batches:
@@ -206,7 +255,7 @@ class Batches:
         mask, stride = mav.training_masks(n, self.args.frames, self.data.device)
         video, labels = self.data.sample(n, frames=self.args.frames, stride=stride)
         x = mav.to_model(mav.area_downsample(video))
-        return x, self.prompts(labels), dict(fps=stride, cond=mav.masked_conditioning(x, mask)), \
+        return x, self.prompts(labels), dict(stride=stride, cond=mav.masked_conditioning(x, mask)), \
             ~mask[:, None, :, None, None]  # the loss counts the frames to be made
 
     def sr_clips(self, n):  # 64² clips, and their noise-augmented 32² versions upsampled
@@ -216,7 +265,7 @@ class Batches:
         cond, aug = mav.noise_augment(mav.upsample(low), t_aug)
         return mav.to_model(video), self.prompts(labels), dict(cond=cond, aug=aug)
 
-    def loss(self, model, cache, stage, fps):
+    def loss(self, model, cache, stage, stride):
         """The stage's loss on a fresh batch (diffusion, or the judge's digit counts)."""
         n = self.args.batch_size
         if stage == "judge":
@@ -232,7 +281,7 @@ class Batches:
             x, ids, cond = self.sr_clips(n)
             return mav.diffusion_loss(model, x, cache(ids), **cond)
         x, ids = self.clips(n)
-        loss = mav.diffusion_loss(model, x, cache(ids), fps=fps)
+        loss = mav.diffusion_loss(model, x, cache(ids), stride=stride)
         if self.args.joint_images:  # images through the same net, temporal layers skipped
             xi, idi = self.frames(self.args.joint_images)
             loss = loss + mav.diffusion_loss(model, xi, cache(idi))
@@ -242,17 +291,18 @@ class Batches:
 def preview(model, cache, stage, path, device, frames):
     """A small grid of samples from the EMA model, so progress can be seen as well as read.
     interp and sr work on real held-out clips, so their grids show what they add."""
-    kw = dict(steps=25, guidance=3.0, generator=torch.Generator().manual_seed(0))
+    kw = dict(steps=25, guidance=mav.GUIDANCE, generator=torch.Generator().manual_seed(0))
     n = 4
     if stage in ("image", "video"):
         prompts = ["2 and four", "one and 7", "3 and 3", "five and nine"]
         text, null = cache.embed(prompts).to(device), cache.embed([""] * n).to(device)
-        shape = (n, 1, 32, 32) if stage == "image" else (n, 1, frames, 32, 32)
-        fps = None if stage == "image" else torch.ones(n, device=device)
-        x = mav.sample(model, shape, text, null, fps=fps, **kw)
+        shape = (n, 1, mav.BASE, mav.BASE) if stage == "image" else (n, 1, frames, mav.BASE, mav.BASE)
+        stride = None if stage == "image" else torch.ones(n, device=device)
+        x = mav.sample(model, shape, text, null, stride=stride, **kw)
         videos = x[:, :, None] if stage == "image" else x
     else:
-        video, labels = mav.MovingMNIST("test", device).sample(n, frames=16, generator=torch.Generator(device).manual_seed(0))
+        video, labels = mav.MovingMNIST("test", device).sample(n, frames=mav.FRAMES,
+                                                               generator=torch.Generator(device).manual_seed(0))
         text = cache(mav.prompt_ids(labels)).to(device)
         null = cache(torch.full((n,), mav.NULL_PROMPT, device=device)).to(device)
         low = mav.to_model(mav.area_downsample(video))
@@ -261,7 +311,8 @@ def preview(model, cache, stage, path, device, frames):
         else:
             videos = mav.super_resolve(model, low, text, null, **kw)
     videos = mav.to_pixels(videos)[:, 0].float().cpu()
-    mav.write_video(path, mav.video_grid(videos), fps=8 * (mav.INTERP_FACTOR if stage == "interp" else 1), scale=2)
+    mav.write_video(path, mav.video_grid(videos), fps=mav.BASE_FPS * (mav.INTERP_FACTOR if stage == "interp" else 1),
+                    scale=2)
 
 
 def quick_eval(model, judge, cache, device, frames, n=8):
@@ -270,8 +321,8 @@ def quick_eval(model, judge, cache, device, frames, n=8):
     labels = torch.randint(10, (n, 2), generator=g)
     text = cache(mav.prompt_ids(labels, g).to(device))
     null = cache(torch.full((n,), mav.NULL_PROMPT, device=device))
-    x = mav.sample(model, (n, 1, frames, 32, 32), text, null, steps=25, guidance=3.0, generator=g,
-                   fps=torch.ones(n, device=device))
+    x = mav.sample(model, (n, 1, frames, mav.BASE, mav.BASE), text, null, steps=25, guidance=mav.GUIDANCE, generator=g,
+                   stride=torch.ones(n, device=device))
     return mav.score_videos(judge, mav.to_pixels(x)[:, 0].float(), labels)[0]
 
 
@@ -279,12 +330,12 @@ class StageLoss(torch.nn.Module):
     """The stage's loss on a fresh batch as one module call: what DistributedDataParallel wraps
     (the video stage's clip and joint-image losses are two forward passes of one step)."""
 
-    def __init__(self, model, batches, cache, stage, fps):
+    def __init__(self, model, batches, cache, stage, stride):
         super().__init__()
-        self.model, self.batches, self.cache, self.stage, self.fps = model, batches, cache, stage, fps
+        self.model, self.batches, self.cache, self.stage, self.stride = model, batches, cache, stage, stride
 
     def forward(self):
-        return self.batches.loss(self.model, self.cache, self.stage, self.fps)
+        return self.batches.loss(self.model, self.cache, self.stage, self.stride)
 
 
 def setup_distributed(args):
@@ -340,15 +391,7 @@ def compiled(module, mode: str):
 
 def fresh_model(stage, preset):
     """A model of the stage's shape with fresh weights (what --bench times)."""
-    cfg = mav.UNetConfig(**mav.PRESETS[preset])
-    if stage == "judge":
-        return mav.Judge(mav.JudgeConfig())
-    if stage == "image":
-        return mav.UNet(cfg)
-    if stage == "sr":
-        return mav.UNet(mav.replace(cfg, temporal=True, cond_channels=1, noise_cond=True))
-    video = mav.inflate(mav.UNet(cfg).state_dict(), cfg)
-    return video if stage == "video" else mav.inflate(video.state_dict(), mav.replace(video.cfg, cond_channels=2))
+    return mav.Judge(mav.JudgeConfig()) if stage == "judge" else mav.UNet(mav.stage_config(stage, preset))
 
 
 def bench(args, device):
@@ -358,7 +401,7 @@ def bench(args, device):
     cache = None if args.stage == "judge" else mav.TextCache.load_or_build(
         args.out, args.text_encoder or mav.DEFAULT_TEXT_ENCODER).to(device)
     batches = Batches(args, device)
-    fps = torch.ones(args.batch_size, device=device)
+    stride = torch.ones(args.batch_size, device=device)
     cuda = device.type == "cuda"
     sync = lambda: mav.synchronize(device)
 
@@ -369,7 +412,7 @@ def bench(args, device):
             optimizer = model.configure_optimizers(args.lr, device_type=device.type)
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, foreach=False, fused=False)
-        step_loss = StageLoss(model, batches, cache, args.stage, fps)
+        step_loss = StageLoss(model, batches, cache, args.stage, stride)
         run = compiled(step_loss, args.compile) if fast and args.compile else step_loss
         autocast = mav.autocast(device, args.precision if fast else "fp32")
 
@@ -397,12 +440,19 @@ def bench(args, device):
 
     step_s, flops, peak, params, fast_step = timed(fast=True)
     plain_s = timed(fast=False)[0]
+    print(json.dumps(bench_report(args, device, step_s, flops, peak, params, plain_s)))
+    if cuda:  # where the time goes: the top kernels of a few fast steps, for BENCHMARKS.md
+        print(profile_table(fast_step), file=sys.stderr)
+
+
+def bench_report(args, device, step_s, flops, peak, params, plain_s) -> dict:
+    """--bench's JSON line: speed, memory, MFU (against the accelerator's bf16 peak) and the plain path."""
     samples = args.batch_size + args.joint_images
-    frames = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
+    frames = args.batch_size * example_frames(args) + args.joint_images
     name = mav.device_name(device)
     peak_flops = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
     achieved = flops / step_s
-    print(json.dumps({
+    return {
         "bench": "train", "stage": args.stage, "preset": args.preset, "device": name, "torch": torch.__version__,
         "params": params, "batch": args.batch_size, "joint_images": args.joint_images,
         "precision": args.precision, "compile": args.compile,
@@ -412,9 +462,7 @@ def bench(args, device):
         "peak_tflops": peak_flops and peak_flops / 1e12,
         "mfu": peak_flops and round(achieved / peak_flops, 4),
         "plain_step_s": round(plain_s, 4), "speedup_vs_plain": round(plain_s / step_s, 2),
-    }))
-    if cuda:  # where the time goes: the top kernels of a few fast steps, for BENCHMARKS.md
-        print(profile_table(fast_step), file=sys.stderr)
+    }
 
 
 def profile_table(step, steps: int = 3) -> str:
@@ -459,8 +507,8 @@ class Trainer:
     """One run of one stage, on every rank of a torchrun: set up or resume, then loop, checking and
     saving as it goes, then finish."""
 
-    def __init__(self, args):
-        self.args = args
+    def __init__(self, args, budget_s: float | None = None):
+        self.args, self.budget_s = args, budget_s  # budget_s: seconds of training in all, resumed time included
         self.rank, self.world = setup_distributed(args)
         self.main_process = self.rank == 0
         self.device = torch.device(args.device)
@@ -471,8 +519,9 @@ class Trainer:
         self.model, self.origin = resumed_model(args, state) if state else build_model(args)
         self.model.to(self.device)
         if args.freeze_spatial:
+            temporal = mav.temporal_names(self.model.cfg)
             for name, p in self.model.named_parameters():
-                p.requires_grad_(mav.is_temporal(name))
+                p.requires_grad_(name in temporal)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.optimizer = self.model.configure_optimizers(args.lr, device_type=self.device.type)
         self.step = self.saved_step = self.restore(state)
@@ -497,7 +546,7 @@ class Trainer:
         if state is None:
             torch.manual_seed(self.args.seed + self.rank)  # each rank its own data
             return 0
-        self.ema.load_state_dict(state["ema"])
+        self.ema.load_state_dict(mav.renamed(state["ema"]))
         self.optimizer.load_state_dict(state["optimizer"])
         if len(state["rng_cpu"]) == self.world:  # each rank continues its own random stream
             torch.set_rng_state(state["rng_cpu"][self.rank])
@@ -547,7 +596,7 @@ class Trainer:
             return
         seconds = time.time() - self.t_start
         meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=self.step, batch_size=args.batch_size,
-                    processes=world, lr=args.lr, frames=1 if args.stage == "image" else args.frames,
+                    processes=world, lr=args.lr, frames=example_frames(args),
                     unlabeled=args.unlabeled, freeze_spatial=args.freeze_spatial, joint_images=args.joint_images,
                     device=str(device), train_seconds=round(seconds, 1), **self.origin)
         mav.save_checkpoint(args.out, args.stage, self.ema, {**meta, **({"metrics": metrics} if metrics else {})})
@@ -562,6 +611,7 @@ class Trainer:
         """'signal' or 'time' when the run must stop before the next step; rank 0 decides for every rank,
         so that all stop at the same step."""
         time_up = self.args.time_limit is not None and time.time() - run_start > 60 * self.args.time_limit
+        time_up |= self.budget_s is not None and time.time() - self.t_start > self.budget_s
         reason = "signal" if stop.received else "time" if time_up else None
         if self.world == 1:
             return reason
@@ -610,16 +660,17 @@ class Trainer:
                            f"{scores['switch_rate']:.3f} motion_lag_ratio {scores['motion_lag_ratio']:.3f}\n")
             self.log.flush()
         if args.sample_every and args.stage != "judge" and (step % args.sample_every == 0 or step == args.steps):
-            ext = "png" if args.stage == "image" else "gif"
+            ext = "gif" if example_frames(args) > 1 else "png"
             path = os.path.join(args.out, "samples", f"{args.stage}-{step:06d}.{ext}")
             preview(self.ema, self.cache, args.stage, path, self.device, args.frames)
 
-    def train(self):
-        """The loop, up to --steps, or until Ctrl-C / SIGTERM / --time-limit (then save and stop)."""
+    def train(self, bar=None):
+        """The loop, up to --steps, or until Ctrl-C / SIGTERM / --time-limit (then save and stop).
+        bar: a progress bar to update once per step (default: one of this run's steps)."""
         args = self.args
-        per_step = args.batch_size * (1 if args.stage in ("image", "judge") else args.frames) + args.joint_images
-        bar = tqdm(total=args.steps, initial=self.step, desc=args.stage, dynamic_ncols=True,
-                   disable=not self.main_process)
+        per_step = args.batch_size * example_frames(args) + args.joint_images
+        bar = bar or tqdm(total=args.steps, initial=self.step, desc=args.stage, dynamic_ncols=True,
+                          disable=not self.main_process)
         stop, run_start, reason = StopSignal(), time.time(), None
         t_log, n_log = time.time(), 0
         try:
@@ -678,8 +729,123 @@ def resumed_model(args, state):
     """The network of a saved training state, with its weights. -> (model, origin)."""
     config = state["config"]
     model = mav.Judge(mav.JudgeConfig(**config)) if args.stage == "judge" else mav.UNet(mav.UNetConfig(**config))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(mav.renamed(state["model"]))
     return model, state["origin"]
+
+# --- the whole method in one command (--stage all) ---------------------------------------------
+
+def chain_path(out: str) -> str:
+    return os.path.join(out, "chain.json")
+
+
+def check_chain_out(p, args):
+    """A chain's folder holds one chain: a new chain never starts over another run's checkpoints, and
+    --resume continues only the chain recorded in <out>/chain.json, with the same preset, minutes, seed."""
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out} is a file, not a folder")
+    if args.resume is not None and args.resume is not True:
+        p.error("--stage all --resume takes no PATH: it continues the chain in --out")
+    if args.resume and args.overwrite:
+        p.error("--resume continues the chain in --out, --overwrite starts it over: choose one")
+    recorded = {} if args.overwrite else mav.checkpoint_meta(args.out, "chain")
+    if args.time_limit is None:  # a resumed chain keeps its minutes
+        args.time_limit = float(recorded.get("time_limit", 120.0)) if args.resume else 120.0
+    if args.overwrite:
+        return
+    if args.resume:
+        if not recorded:
+            p.error(f"--resume: {chain_path(args.out)} does not exist, so {args.out}/ holds no chain to continue")
+        for key in ("preset", "time_limit", "seed"):
+            if recorded.get(key) != getattr(args, key):
+                p.error(f"--resume: the chain in {args.out}/ has {key} {recorded.get(key)!r}, not "
+                        f"{getattr(args, key)!r}")
+        return
+    held = [name for stage in [*CHAIN, "chain"] for name in (f"{stage}.json", f"{stage}-train.pt")
+            if os.path.exists(os.path.join(args.out, name))]
+    if held:
+        p.error(f"{args.out}/ already holds {held[0]}: continue that chain with --resume, or replace it "
+                "with --overwrite")
+
+
+def chain_budgets(time_limit: float, done: dict) -> dict:
+    """Seconds of training for each stage not yet done: its share of the minutes the done stages left.
+    Time a stage leaves unused (it reached --steps) so goes to the stages after it."""
+    left = 60 * time_limit - sum(done.values())
+    todo = [stage for stage in CHAIN if stage not in done]
+    shares = sum(CHAIN[stage]["share"] for stage in todo)
+    return {stage: max(0.0, left * CHAIN[stage]["share"] / shares) for stage in todo}
+
+
+def stage_args(args, stage: str, resume: bool):
+    """The arguments of one stage of the chain: the command's, with the stage's recipe."""
+    recipe = CHAIN[stage]
+    one = copy.copy(args)
+    one.stage, one.batch_size, one.frames = stage, recipe["batch_size"], recipe["frames"]
+    one.lr, one.warmup = recipe["lr"], recipe["warmup"]
+    one.joint_images = 4 * one.batch_size if stage == "video" else 0
+    one.time_limit, one.resume, one.overwrite = None, True if resume else None, True
+    one.text_encoder = args.text_encoder if stage == "image" else None  # later stages: the image model's
+    return one
+
+
+class ChainBar:
+    """The whole chain's progress bar, in seconds of its time budget (so its ETA is the chain's),
+    updated by each stage's loop as if it were that stage's own bar."""
+
+    def __init__(self, total_s: float, done_s: float):
+        self.bar = tqdm(total=round(total_s), initial=round(done_s), unit="s", dynamic_ncols=True,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]")
+        self.stage, self.trained_s, self.before_s = None, None, done_s
+
+    def start(self, stage: str, trained_s, before_s: float):
+        """A stage begins: trained_s() -> its seconds so far; before_s: the chain's seconds before it."""
+        self.stage, self.trained_s, self.before_s = stage, trained_s, before_s
+        self.bar.set_description(stage)
+
+    def update(self, steps=1):
+        self.bar.n = min(self.bar.total, round(self.before_s + self.trained_s()))
+        self.bar.refresh()
+
+    def set_postfix(self, **values):
+        self.bar.set_postfix(**values)
+
+    def close(self):  # a stage's end; the chain closes the bar itself
+        pass
+
+
+def train_chain(args):
+    """image -> video -> interp -> sr into one folder, each stage in its share of --time-limit;
+    --resume picks the chain up in the stage where it stopped."""
+    chain = mav.checkpoint_meta(args.out, "chain") if args.resume else {}
+    done = chain.get("done", {})
+    chain = dict(stage="chain", preset=args.preset, time_limit=args.time_limit, seed=args.seed,
+                 shares={stage: recipe["share"] for stage, recipe in CHAIN.items()}, done=done)
+    os.makedirs(args.out, exist_ok=True)
+    mav.atomic_write_json(chain, chain_path(args.out))
+    print(f"chain: {' -> '.join(CHAIN)} into {args.out}/, {args.time_limit:g} min of training split by shares "
+          + ", ".join(f"{stage} {recipe['share']:.0%}" for stage, recipe in CHAIN.items())
+          + "; a stage that ends early leaves its time to those after it"
+          + (f"; done already: {', '.join(done)}" if done else ""))
+    bar = ChainBar(60 * args.time_limit, sum(done.values()))
+    for stage, budget in chain_budgets(args.time_limit, done).items():
+        one = stage_args(args, stage, resume=bool(args.resume) and os.path.exists(
+            os.path.join(args.out, f"{stage}-train.pt")))
+        trainer = Trainer(one, budget_s=budget)
+        bar.start(stage, lambda: time.time() - trainer.t_start, sum(done.values()))
+        try:
+            trainer.train(bar)
+        except SystemExit as stop:
+            bar.bar.close()
+            if stop.code == 130:
+                print(f"continue the chain with: python train.py --stage all --preset {args.preset} "
+                      f"--time-limit {args.time_limit:g} --out {args.out} --resume")
+            raise
+        done[stage] = round(time.time() - trainer.t_start, 1)
+        mav.atomic_write_json(chain, chain_path(args.out))
+        trainer.finish()
+    bar.bar.close()
+    print("chain done: " + ", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in done.items())
+          + f"; sample with: python sample.py --checkpoints {args.out}")
 
 
 def main(argv=None):
@@ -688,6 +854,8 @@ def main(argv=None):
         print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
     if args.bench:
         return bench(args, torch.device(args.device))
+    if args.stage == "all":
+        return train_chain(args)
     trainer = Trainer(args)
     trainer.train()
     trainer.finish()

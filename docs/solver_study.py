@@ -47,7 +47,7 @@ def run(sampler, steps):
     kw = dict(steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(7))
     with mav.autocast(torch.device("cpu"), args.precision):
         if stage == "base":
-            x = mav.sample(model, (n, 1, 16, mav.BASE, mav.BASE), text, null, guidance=3.0, fps=torch.ones(n), **kw)
+            x = mav.sample(model, (n, 1, 16, mav.BASE, mav.BASE), text, null, guidance=3.0, stride=torch.ones(n), **kw)
         elif stage == "interp":
             x = mav.interpolate(model, low, text, null, guidance=1.0, **kw)
         else:
