@@ -1,0 +1,68 @@
+"""
+The pictures of the README's laptop section, from a finished chain (train.py --stage all):
+
+    python docs/laptop_figures.py runs/cpu     # -> docs/laptop_loss.png, docs/laptop_vs_gpu.gif
+
+laptop_loss.png: each stage's training loss against the minutes it trained (the logs, smoothed).
+laptop_vs_gpu.gif: the same 8 prompts and seed through the whole cascade, the chain's checkpoints on
+top, the shipped (GPU-trained) ones below, every 2nd of the 76 frames.
+"""
+import os
+import sys
+
+import imageio.v3 as iio
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import sample  # noqa: E402
+
+PROMPTS = ["2 and four", "one and 7", "3 and 3", "five and nine", "6 and two", "8 and 1", "zero and 5", "4 and 9"]
+
+
+def read_log(path):
+    """-> (minutes, loss) of a train.py log's loss lines."""
+    minutes, loss = [], []
+    for line in open(path):
+        words = line.split()
+        if len(words) > 3 and words[2] == "loss":
+            loss.append(float(words[3]))
+            minutes.append(float(words[words.index("elapsed") + 1]) / 60)
+    return np.array(minutes), np.array(loss)
+
+
+def loss_curves(folder, out):
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3))
+    for ax, stage in zip(axes, ["image", "video", "interp", "sr"]):
+        minutes, loss = read_log(os.path.join(folder, f"{stage}.log"))
+        k = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(minutes, loss, color="0.8", linewidth=0.8)
+        ax.plot(minutes[k - 1:], smooth, color="C0")
+        ax.set_title(stage)
+        ax.set_xlabel("minutes")
+        ax.set_ylim(0, np.percentile(loss, 99))
+    axes[0].set_ylabel("v-MSE (batch; mean)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+
+
+def side_by_side(folder, out):
+    rows = []
+    for name, checkpoints in (("laptop", folder), ("gpu", os.path.join(os.path.dirname(HERE), "checkpoints"))):
+        path = os.path.join("output", f"compare_{name}.gif")
+        argv = ["--checkpoints", checkpoints, "--seed", "0", "--out", path]
+        sample.main(argv + [arg for prompt in PROMPTS for arg in ("--prompt", prompt)])
+        rows.append(iio.imread(path, mode="L"))  # grayscale frames (n h w)
+    frames = np.concatenate(rows, axis=1)[::2]  # laptop above, GPU below; every 2nd frame
+    iio.imwrite(out, frames, duration=50, loop=0)
+
+
+if __name__ == "__main__":
+    chain = sys.argv[1] if len(sys.argv) > 1 else "runs/cpu"
+    loss_curves(chain, os.path.join(HERE, "laptop_loss.png"))
+    side_by_side(chain, os.path.join(HERE, "laptop_vs_gpu.gif"))
