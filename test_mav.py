@@ -981,18 +981,23 @@ def test_weights_that_are_not_finite_are_never_saved(cache_dir, tmp_path, monkey
     assert not (tmp_path / "nan" / "image.safetensors").exists() and not (tmp_path / "nan" / "image-train.pt").exists()
 
 
+def ctrl_c_at_loss_call(monkeypatch, n: int):
+    """Ctrl-C (SIGINT to this process) in the middle of the n-th call of the diffusion loss."""
+    real_loss, calls = mav.diffusion_loss, []
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+    monkeypatch.setattr(mav, "diffusion_loss", loss)
+
+
 def test_ctrl_c_in_the_middle_of_a_step_then_resume_is_bit_exact(cache_dir, tmp_path, monkeypatch, capsys):
     for name in ("once", "cut"):
         shutil.copytree(cache_dir, tmp_path / name)
     tiny_image_run(tmp_path / "once", 4, "--save-every", "100")
-    real_loss, calls = mav.diffusion_loss, []
-
-    def ctrl_c_during_step_2(*args, **kwargs):  # after the step's batch was drawn
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_loss(*args, **kwargs)
-    monkeypatch.setattr(mav, "diffusion_loss", ctrl_c_during_step_2)
+    ctrl_c_at_loss_call(monkeypatch, 2)  # during step 2, after its batch was drawn
     with pytest.raises(SystemExit) as exit_info:
         tiny_image_run(tmp_path / "cut", 4, "--save-every", "100")
     assert exit_info.value.code == 130 and "interrupted at step 2" in capsys.readouterr().out
@@ -1122,14 +1127,7 @@ def tiny_chain(out, *extra):
 def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "chain"
     shutil.copytree(cache_dir, out)
-    real_loss, calls = mav.diffusion_loss, []
-
-    def ctrl_c_in_the_video_stage(*args, **kwargs):  # image: calls 1-3; video: 2 per step (clips, images)
-        calls.append(1)
-        if len(calls) == 6:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_loss(*args, **kwargs)
-    monkeypatch.setattr(mav, "diffusion_loss", ctrl_c_in_the_video_stage)
+    ctrl_c_at_loss_call(monkeypatch, 6)  # image: calls 1-3; video: 2 per step (clips, images), so step 2
     with pytest.raises(SystemExit) as exit_info:
         tiny_chain(out)
     printed = capsys.readouterr().out
@@ -1144,6 +1142,10 @@ def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_
     assert "done already: image" in printed and "chain done" in printed
     chain = mav.checkpoint_meta(str(out), "chain")
     assert list(chain["done"]) == list(train.CHAIN) and chain["time_limit"] == 30
+    shares = {stage: recipe["share"] for stage, recipe in train.CHAIN.items()}
+    budgets = chain["budgets"]  # seconds each stage was given: the stages before it ended early (--steps 3)
+    assert math.isclose(budgets["image"], shares["image"] * 30 * 60, abs_tol=0.1)
+    assert budgets["interp"] > shares["interp"] * 30 * 60 and budgets["sr"] > budgets["interp"]
     assert (out / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
     video, interp, sr = (mav.checkpoint_meta(str(out), stage) for stage in ("video", "interp", "sr"))
     assert video["step"] == 3 and video["image_step"] == 3 and video["batch_size"] == train.CHAIN["video"]["batch_size"]

@@ -819,7 +819,8 @@ def train_chain(args):
     chain = mav.checkpoint_meta(args.out, "chain") if args.resume else {}
     done = chain.get("done", {})
     chain = dict(stage="chain", preset=args.preset, time_limit=args.time_limit, seed=args.seed,
-                 shares={stage: recipe["share"] for stage, recipe in CHAIN.items()}, done=done)
+                 shares={stage: recipe["share"] for stage, recipe in CHAIN.items()}, done=done,
+                 budgets=chain.get("budgets", {}))
     os.makedirs(args.out, exist_ok=True)
     mav.atomic_write_json(chain, chain_path(args.out))
     print(f"chain: {' -> '.join(CHAIN)} into {args.out}/, {args.time_limit:g} min of training split by shares "
@@ -827,7 +828,9 @@ def train_chain(args):
           + "; a stage that ends early leaves its time to those after it"
           + (f"; done already: {', '.join(done)}" if done else ""))
     bar = ChainBar(60 * args.time_limit, sum(done.values()))
-    for stage, budget in chain_budgets(args.time_limit, done).items():
+    for stage in [stage for stage in CHAIN if stage not in done]:
+        budget = chain_budgets(args.time_limit, done)[stage]  # after the stages before it: their unused time
+        chain["budgets"][stage] = round(budget, 1)
         one = stage_args(args, stage, resume=bool(args.resume) and os.path.exists(
             os.path.join(args.out, f"{stage}-train.pt")))
         trainer = Trainer(one, budget_s=budget)
