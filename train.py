@@ -747,7 +747,7 @@ def check_chain_out(p, args):
         p.error("--stage all --resume takes no PATH: it continues the chain in --out")
     if args.resume and args.overwrite:
         p.error("--resume continues the chain in --out, --overwrite starts it over: choose one")
-    recorded = {} if args.overwrite else mav.checkpoint_meta(args.out, "chain")
+    recorded = args.chain_recorded = {} if args.overwrite else mav.checkpoint_meta(args.out, "chain")
     if args.time_limit is None:  # a resumed chain keeps its minutes
         args.time_limit = float(recorded.get("time_limit", 120.0)) if args.resume else 120.0
     if args.overwrite:
@@ -816,7 +816,7 @@ class ChainBar:
 def train_chain(args):
     """image -> video -> interp -> sr into one folder, each stage in its share of --time-limit;
     --resume picks the chain up in the stage where it stopped."""
-    chain = mav.checkpoint_meta(args.out, "chain") if args.resume else {}
+    chain = args.chain_recorded if args.resume else {}  # read (and checked) by check_chain_out
     done = chain.get("done", {})
     chain = dict(stage="chain", preset=args.preset, time_limit=args.time_limit, seed=args.seed,
                  shares={stage: recipe["share"] for stage, recipe in CHAIN.items()}, done=done,
