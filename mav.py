@@ -405,11 +405,16 @@ def add_noise(x, eps, logsnr):
     return alpha * x + sigma * eps
 
 
-def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, **conditioning) -> torch.Tensor:
+def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, min_snr: float | None = None,
+                   **conditioning) -> torch.Tensor:
     """MSE on v at a uniformly drawn t, for clean x in [-1, 1] (images or videos).
 
     `conditioning` (stride, cond, aug) goes to the model as is; `loss_mask`
     (broadcastable to x) limits the loss to the frames the model must make.
+    `min_snr` γ weights each example by min(SNR, γ) / (SNR + 1): Min-SNR-γ
+    (Hang et al. 2023) for v-prediction, an x̂-MSE whose weight is capped at γ,
+    so the nearly clean examples, easy and many, stop pulling the gradient
+    against the noisy ones that decide what is drawn.
     """
     t = torch.rand(x.shape[0], device=x.device, generator=generator)
     logsnr = logsnr_schedule(t)
@@ -417,6 +422,9 @@ def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, **condi
     eps = torch.randn(x.shape, device=x.device, generator=generator)
     v = model(add_noise(x, eps, logsnr), logsnr, text, **conditioning)
     err = (v.float() - v_target(x, eps, alpha, sigma)) ** 2
+    if min_snr is not None:
+        snr = logsnr.exp()
+        err = err * _bcast(snr.clamp(max=min_snr) / (snr + 1), err)
     if loss_mask is None:
         return err.mean()
     loss_mask = loss_mask.expand_as(err)

@@ -321,6 +321,21 @@ def test_tiny_model_loss_falls_on_a_fixed_batch(cache):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_min_snr_weights_each_example_by_its_capped_snr():
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    predict_zero = lambda z, logsnr, text, **kw: torch.zeros_like(z)
+    g = torch.Generator().manual_seed(3)  # the draws diffusion_loss makes, in its order: t, then ε
+    logsnr = mav.logsnr_schedule(torch.rand(6, generator=g))
+    eps = torch.randn(x.shape, generator=g)
+    alpha, sigma = (s.view(-1, 1, 1, 1) for s in mav.alpha_sigma(logsnr))
+    per_example = (mav.v_target(x, eps, alpha, sigma) ** 2).mean((1, 2, 3))
+    snr = logsnr.exp()
+    weighted = mav.diffusion_loss(predict_zero, x, None, generator=torch.Generator().manual_seed(3), min_snr=5.0)
+    plain = mav.diffusion_loss(predict_zero, x, None, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(weighted, (per_example * snr.clamp(max=5.0) / (snr + 1)).mean())
+    assert torch.allclose(plain, per_example.mean()) and not torch.allclose(weighted, plain)
+
+
 def test_checkpoint_round_trip(tmp_path):
     model = randomized(mav.UNet(TINY))
     mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": "enc", "step": 7, "preset": "tiny"})
@@ -1117,6 +1132,24 @@ def test_chain_splits_the_minutes_by_shares_and_passes_on_unused_time():
     later = train.chain_budgets(60, {"image": 600.0})  # the image stage ended early: 840 s go to the rest
     assert list(later) == ["video", "interp", "sr"] and math.isclose(sum(later.values()), 3000)
     assert math.isclose(later["video"] / later["sr"], train.CHAIN["video"]["share"] / train.CHAIN["sr"]["share"])
+
+
+def test_chain_stage_learning_rate_warms_up_then_cools_down_to_zero_by_its_time_budget():
+    import time
+    from types import SimpleNamespace
+    args = SimpleNamespace(lr=1e-3, warmup=10, steps=10 ** 9, cooldown=0.3)  # the chain: no step limit, a budget
+    run = SimpleNamespace(args=args, step=4, budget_s=100.0, t_start=time.time())
+    run.progress = lambda: train.Trainer.progress(run)
+    lr = lambda: train.Trainer.learning_rate(run)
+    assert math.isclose(lr(), 5e-4)                         # warming up: step 5 of 10
+    run.step, run.t_start = 500, time.time() - 50
+    assert math.isclose(lr(), 1e-3)                         # half the budget gone: full rate
+    run.t_start = time.time() - 85
+    assert math.isclose(lr(), 5e-4, rel_tol=0.02)           # 15% left of a 30% cool-down: half the rate
+    run.t_start = time.time() - 120
+    assert lr() == 0.0                                      # past the budget
+    run.args.cooldown, run.budget_s, run.args.steps, run.step = 0.0, None, 1000, 999
+    assert lr() == 1e-3                                     # a single stage keeps its rate to the end
 
 
 def tiny_chain(out, *extra):
