@@ -13,6 +13,7 @@ import sys
 import imageio.v3 as iio
 import matplotlib
 import numpy as np
+from PIL import Image, ImageSequence
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,7 +58,8 @@ def side_by_side(folder, out):
         path = os.path.join("output", f"compare_{name}.gif")
         argv = ["--checkpoints", checkpoints, "--seed", "0", "--out", path]
         sample.main(argv + [arg for prompt in PROMPTS for arg in ("--prompt", prompt)])
-        rows.append(iio.imread(path, mode="L"))  # grayscale frames (n h w)
+        with Image.open(path) as gif:  # grayscale frames (n h w); PIL, as imageio fails on some palettes
+            rows.append(np.stack([np.asarray(frame.convert("L")) for frame in ImageSequence.Iterator(gif)]))
     frames = np.concatenate(rows, axis=1)[::2]  # laptop above, GPU below; every 2nd frame
     iio.imwrite(out, frames, duration=50, loop=0)
 
