@@ -47,7 +47,7 @@ def loss_curves(folder, out):
         ax.set_title(stage)
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
-    axes[0].set_ylabel("v-MSE (batch; mean)")
+    axes[0].set_ylabel("loss (Min-SNR-5 weighted v-MSE)")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
 
