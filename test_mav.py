@@ -1183,6 +1183,8 @@ def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_
     video, interp, sr = (mav.checkpoint_meta(str(out), stage) for stage in ("video", "interp", "sr"))
     assert video["step"] == 3 and video["image_step"] == 3 and video["batch_size"] == train.CHAIN["video"]["batch_size"]
     assert interp["video_step"] == 3 and sr["frames"] == train.CHAIN["sr"]["frames"]
+    assert video["min_snr"] == 5.0 and interp["min_snr"] is None and sr["min_snr"] is None  # the recipe is kept
+    assert sr["cooldown"] == train.COOLDOWN and sr["ema_decay"] == train.CHAIN_EMA_DECAY
     assert mav.load_checkpoint(str(out), "sr")[0].cfg.noise_cond
 
 

@@ -37,16 +37,17 @@ DEFAULT_BATCH = {**{name: stage.batch for name, stage in mav.STAGES.items()}, "j
 # the same --out with its share of --time-limit and its own batch, clip length and learning rate.
 # Chosen for a 2-core CPU without native bf16 (README, "No GPU? Train it on a laptop").
 CHAIN = {
-    "image": dict(share=0.40, batch_size=32, frames=16, lr=1e-3, warmup=100),
-    "video": dict(share=0.35, batch_size=4, frames=16, lr=5e-4, warmup=50),    # + 4 x 4 joint images
-    "interp": dict(share=0.10, batch_size=4, frames=16, lr=5e-4, warmup=20),
-    "sr": dict(share=0.15, batch_size=2, frames=8, lr=1e-3, warmup=20),
+    "image": dict(share=0.40, batch_size=32, frames=16, lr=1e-3, warmup=100, min_snr=5.0),
+    "video": dict(share=0.35, batch_size=4, frames=16, lr=5e-4, warmup=50, min_snr=5.0),  # + 4 x 4 joint images
+    "interp": dict(share=0.10, batch_size=4, frames=16, lr=5e-4, warmup=20, min_snr=None),
+    "sr": dict(share=0.15, batch_size=2, frames=8, lr=1e-3, warmup=20, min_snr=None),
 }
-# Every stage of the chain weights its loss by Min-SNR-5 (mav.diffusion_loss), ends with its learning
-# rate falling linearly to 0 over the last COOLDOWN of its time, and keeps a short EMA, mostly of that
-# cool-down. Measured on the image stage, 1,500 steps: the judge reads the prompt's pair on 11% of
-# samples with neither, 17% with the cool-down, 20% with both (docs/TRAINING.md).
-CHAIN_MIN_SNR = 5.0
+# Every stage of the chain ends with its learning rate falling linearly to 0 over the last COOLDOWN of
+# its time and keeps a short EMA, mostly of that cool-down; the image and video stages weight their loss
+# by Min-SNR-5 (mav.diffusion_loss). Measured on the image stage, 1,500 steps: the judge reads the
+# prompt's pair on 11% of samples with neither, 17% with the cool-down, 20% with both (docs/TRAINING.md).
+# Interpolation and SR keep the plain v-MSE: their few-step samplers draw the picture mostly from the
+# first step's x̂, made from the known frames alone at pure noise, where Min-SNR's weight is ~0.
 COOLDOWN = 0.3
 CHAIN_EMA_DECAY = 0.99
 CHAIN_ONLY_RECIPE = ("batch_size", "frames", "lr", "warmup", "ema_decay", "joint_images", "init", "unlabeled",
@@ -607,8 +608,9 @@ class Trainer:
             return
         seconds = time.time() - self.t_start
         meta = dict(preset=args.preset, text_encoder=args.text_encoder, step=self.step, batch_size=args.batch_size,
-                    processes=world, lr=args.lr, frames=example_frames(args),
-                    unlabeled=args.unlabeled, freeze_spatial=args.freeze_spatial, joint_images=args.joint_images,
+                    processes=world, lr=args.lr, frames=example_frames(args), min_snr=args.min_snr,
+                    cooldown=args.cooldown, ema_decay=args.ema_decay, unlabeled=args.unlabeled,
+                    freeze_spatial=args.freeze_spatial, joint_images=args.joint_images,
                     device=str(device), train_seconds=round(seconds, 1), **self.origin)
         mav.save_checkpoint(args.out, args.stage, self.ema, {**meta, **({"metrics": metrics} if metrics else {})})
         mav.atomic_torch_save(dict(stage=args.stage, preset=args.preset, text_encoder=args.text_encoder,
@@ -807,8 +809,8 @@ def stage_args(args, stage: str, resume: bool):
     recipe = CHAIN[stage]
     one = copy.copy(args)
     one.stage, one.batch_size, one.frames = stage, recipe["batch_size"], recipe["frames"]
-    one.lr, one.warmup = recipe["lr"], recipe["warmup"]
-    one.cooldown, one.ema_decay, one.min_snr = COOLDOWN, CHAIN_EMA_DECAY, CHAIN_MIN_SNR
+    one.lr, one.warmup, one.min_snr = recipe["lr"], recipe["warmup"], recipe["min_snr"]
+    one.cooldown, one.ema_decay = COOLDOWN, CHAIN_EMA_DECAY
     one.joint_images = 4 * one.batch_size if stage == "video" else 0
     one.time_limit, one.resume, one.overwrite = None, True if resume else None, True
     one.text_encoder = args.text_encoder if stage == "image" else None  # later stages: the image model's
