@@ -9,9 +9,11 @@ as the prompt's pair, for the raw and the EMA weights. One JSON line per check, 
     python docs/image_levers.py --name plain --steps 1500
     python docs/image_levers.py --name cooldown --steps 1500 --cooldown 0.3
     python docs/image_levers.py --name min-snr --steps 1500 --cooldown 0.3 --min-snr 5
+    python docs/image_levers.py --name min-snr-floor --steps 1500 --cooldown 0.3 --min-snr 5 --snr-floor 1
 
 The loss is mav.diffusion_loss's, written out per example so that Min-SNR-γ's weight can be applied
-to each: min(SNR, γ) / (SNR + 1) for v-prediction (Hang et al. 2023).
+to each: min(SNR, γ) / (SNR + 1) for v-prediction (Hang et al. 2023), or with --snr-floor F
+clamp(SNR, F, γ) / (SNR + 1), which keeps the plain v-MSE's weight where the noise dominates.
 """
 import argparse
 import copy
@@ -31,6 +33,7 @@ p.add_argument("--steps", type=int, default=1500)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--min-snr", type=float, default=0, help="γ of Min-SNR-γ (0: plain v-MSE)")
+p.add_argument("--snr-floor", type=float, default=0, help="with --min-snr: the x̂ weight's floor (0: none)")
 p.add_argument("--cooldown", type=float, default=0, help="share of the steps at the end with lr falling to 0")
 p.add_argument("--ema", type=float, default=0.999)
 p.add_argument("--every", type=int, default=250)
@@ -68,7 +71,7 @@ def loss_fn(x, text):
     err = ((v.float() - mav.v_target(x, eps, alpha, sigma)) ** 2).mean((1, 2, 3))
     if a.min_snr:
         snr = logsnr.exp()
-        err = err * snr.clamp(max=a.min_snr) / (snr + 1)
+        err = err * snr.clamp(min=a.snr_floor, max=a.min_snr) / (snr + 1)
     return err.mean()
 
 
