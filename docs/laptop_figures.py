@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import sample  # noqa: E402
+import train  # noqa: E402
 
 PROMPTS = ["2 and four", "one and 7", "3 and 3", "five and nine", "6 and two", "8 and 1", "zero and 5", "4 and 9"]
 
@@ -47,7 +48,8 @@ def loss_curves(folder, out):
         ax.set_title(stage)
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
-    axes[0].set_ylabel("loss (Min-SNR-5 weighted v-MSE)")
+        gamma = train.CHAIN[stage]["min_snr"]
+        ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else "v-MSE")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
 
