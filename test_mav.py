@@ -472,10 +472,11 @@ def test_cli_error_has_no_traceback(tmp_path):
 def test_interp_network_starts_as_the_video_model(cache):
     """Inflation again: the new known-frames and mask channels start at zero."""
     video_model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), TINY)).eval()
-    interp = mav.inflate(video_model.state_dict(), mav.replace(video_model.cfg, cond_channels=2)).eval()
+    interp = mav.inflate(video_model.state_dict(), mav.stage_config("interp", "tiny", video_model.cfg)).eval()
     torch.manual_seed(0)
     x, text, stride = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([4, 9])), torch.ones(2)
     cond = mav.masked_conditioning(torch.randn(2, 1, 6, 32, 32), torch.rand(2, 6) < 0.5)
+    assert cond.shape[1] == interp.cfg.cond_channels == 3
     with torch.no_grad():
         expected = video_model(x, torch.zeros(2), text, stride=stride)
         assert expected.abs().mean() > 0.01
@@ -499,8 +500,10 @@ def test_training_masks():
     assert all(row[:n].all() and not row[n:].any() for row, n in zip(mask[first_k], k))
 
 
-def test_interpolate_and_extend_keep_the_known_frames(cache):
-    model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), mav.replace(TINY, cond_channels=2))).eval()
+@pytest.mark.parametrize("channels,residual", [(3, True), (2, False)])  # today's, and the shipped GPU-trained
+def test_interpolate_and_extend_keep_the_known_frames(cache, channels, residual):
+    cfg = mav.replace(TINY, cond_channels=channels, residual=residual)
+    model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), cfg)).eval()
     clip = torch.rand(2, 1, 16, 32, 32) * 2 - 1
     text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
     out = mav.interpolate(model, clip, text, null, steps=2, generator=torch.Generator().manual_seed(0))
@@ -517,6 +520,46 @@ def test_linear_blend_and_psnr():
     assert blend.shape[2] == 6
     assert torch.allclose(blend[0, 0, :, 0, 0], torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]))
     assert mav.psnr(torch.zeros(1, 4), torch.full((1, 4), 0.1)).item() == pytest.approx(20.0)
+
+
+def test_temporal_fill_is_the_linear_blend_for_any_mask():
+    clip = torch.randn(3, 1, 16, 4, 4)
+    index = torch.arange(16)
+    every_5th = (index % 5 == 0).expand(3, 16)
+    assert torch.allclose(mav.temporal_fill(clip, every_5th), mav.linear_blend(clip[:, :, ::5]))
+    first_3 = (index < 3).expand(3, 16)                                # extrapolation: the last known frame held
+    held = mav.temporal_fill(clip, first_3)
+    assert torch.equal(held[:, :, :3], clip[:, :, :3]) and torch.allclose(held[:, :, 3:], clip[:, :, 2:3].expand_as(held[:, :, 3:]))
+    ends = ((index == 0) | (index == 15)).expand(3, 16)                # in-between: a cross-fade of the two
+    w = (index / 15).view(1, 1, 16, 1, 1)
+    assert torch.allclose(mav.temporal_fill(clip, ends), clip[:, :, :1] * (1 - w) + clip[:, :, 15:] * w)
+
+
+class MakesNothing(torch.nn.Module):
+    """A residual network whose x̂ is 0 everywhere: v = α·z/σ, so x̂ = α·z − σ·v = 0."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, z, logsnr, text, **conditioning):
+        alpha, sigma = (mav._bcast(s, z) for s in mav.alpha_sigma(logsnr))
+        return alpha * z / sigma
+
+
+@pytest.mark.parametrize("framewise", [False, True])
+def test_residual_networks_add_to_their_guess(cache, framewise):
+    """A residual network that makes nothing returns the simple guess: bicubic (SR), the linear blend (interp)."""
+    low = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
+    kw = dict(steps=3, guidance=1.0, generator=torch.Generator().manual_seed(0))
+    sr = MakesNothing(mav.stage_config("sr", "tiny"))
+    assert sr.cfg.residual
+    bicubic = mav.upsample(low, mode="bicubic")
+    assert torch.allclose(mav.super_resolve(sr, low, text, null, framewise=framewise, **kw), bicubic, atol=1e-5)
+    interp = MakesNothing(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))
+    out = mav.interpolate(interp, low, text, null, **kw)
+    assert torch.allclose(out, mav.linear_blend(low), atol=1e-5)
 
 
 def test_super_resolution_shapes_and_shared_noise(cache):
@@ -549,8 +592,9 @@ def cascade(trained, tmp_path_factory):
 
 def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
     meta = mav.checkpoint_meta(str(cascade), "interp")
-    assert meta["video_step"] == 4 and meta["config"]["cond_channels"] == 2
+    assert meta["video_step"] == 4 and meta["config"]["cond_channels"] == 3 and meta["config"]["residual"]
     assert mav.checkpoint_meta(str(cascade), "sr")["config"]["noise_cond"]
+    assert mav.checkpoint_meta(str(cascade), "sr")["config"]["residual"]
     out = tmp_path / "cascade.gif"
     sample.main(["--checkpoints", str(cascade), "--steps", "2", "--interp-steps", "1", "--sr-steps", "1",
                  "--out", str(out)])

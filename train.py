@@ -209,7 +209,8 @@ def build_model(args):
 
     image and sr: new UNets (sr at 64², with the upsampled low-res video as an input channel and its
     noise level embedded). video: the image checkpoint, inflated. interp: the video checkpoint, inflated
-    again with 2 zero-initialised input channels (known frames, mask). --init: the stage's own weights.
+    again with 3 zero-initialised input channels (known frames, mask, their blend in time). interp and sr
+    make the difference to a simple guess (mav.temporal_fill, bicubic). --init: the stage's own weights.
     """
     if args.init:  # fine-tuning: the stage's own weights, from any folder
         return init_model(args)
@@ -263,19 +264,23 @@ class Batches:
         video, labels = self.data.sample(n, frames=self.args.frames, stride=1.0)
         return mav.to_model(mav.area_downsample(video)), self.prompts(labels)
 
-    def interp_clips(self, n):  # clips with known frames: interpolation at 5x or extrapolation
+    def interp_clips(self, n, cfg):  # clips with known frames: interpolation at 5x or extrapolation
         mask, stride = mav.training_masks(n, self.args.frames, self.data.device)
         video, labels = self.data.sample(n, frames=self.args.frames, stride=stride)
         x = mav.to_model(mav.area_downsample(video))
-        return x, self.prompts(labels), dict(stride=stride, cond=mav.masked_conditioning(x, mask)), \
+        cond = mav.masked_conditioning(x, mask, cfg.cond_channels)
+        target = x - mav.temporal_fill(x, mask) if cfg.residual else x
+        return target, self.prompts(labels), dict(stride=stride, cond=cond), \
             ~mask[:, None, :, None, None]  # the loss counts the frames to be made
 
-    def sr_clips(self, n):  # 64² clips, and their noise-augmented 32² versions upsampled
+    def sr_clips(self, n, cfg):  # 64² clips (or their difference to the guess), the 32² versions upsampled, noised
         video, labels = self.data.sample(n, frames=self.args.frames, stride=1.0)
         low = mav.to_model(mav.area_downsample(video))
+        guess = mav.sr_input(low, cfg)
         t_aug = torch.rand(n, device=video.device) * mav.SR_AUG_MAX_T
-        cond, aug = mav.noise_augment(mav.upsample(low), t_aug)
-        return mav.to_model(video), self.prompts(labels), dict(cond=cond, aug=aug)
+        cond, aug = mav.noise_augment(guess, t_aug)
+        target = mav.to_model(video) - guess if cfg.residual else mav.to_model(video)
+        return target, self.prompts(labels), dict(cond=cond, aug=aug)
 
     def loss(self, model, cache, stage, stride):
         """The stage's loss on a fresh batch (diffusion, or the judge's digit counts)."""
@@ -287,10 +292,10 @@ class Batches:
             x, ids = self.frames(n)
             return mav.diffusion_loss(model, x, cache(ids), **weighting)
         if stage == "interp":
-            x, ids, cond, loss_mask = self.interp_clips(n)
+            x, ids, cond, loss_mask = self.interp_clips(n, model.cfg)
             return mav.diffusion_loss(model, x, cache(ids), loss_mask=loss_mask, **weighting, **cond)
         if stage == "sr":
-            x, ids, cond = self.sr_clips(n)
+            x, ids, cond = self.sr_clips(n, model.cfg)
             return mav.diffusion_loss(model, x, cache(ids), **weighting, **cond)
         x, ids = self.clips(n)
         loss = mav.diffusion_loss(model, x, cache(ids), stride=stride, **weighting)
