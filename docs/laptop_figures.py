@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+import mav  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
 
@@ -49,7 +50,10 @@ def loss_curves(folder, out):
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
         gamma = train.CHAIN[stage]["min_snr"]
-        ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else "v-MSE")
+        guess = {"interp": "the blend", "sr": "bicubic"}[stage] \
+            if mav.checkpoint_meta(folder, stage)["config"].get("residual") else None
+        ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else
+                      f"v-MSE, difference to {guess}" if guess else "v-MSE")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
 
