@@ -39,7 +39,7 @@ DEFAULT_BATCH = {**{name: stage.batch for name, stage in mav.STAGES.items()}, "j
 CHAIN = {
     "image": dict(share=0.40, batch_size=32, frames=16, lr=1e-3, warmup=100, min_snr=5.0),
     "video": dict(share=0.35, batch_size=4, frames=16, lr=5e-4, warmup=50, min_snr=5.0),  # + 4 x 4 joint images
-    "interp": dict(share=0.10, batch_size=4, frames=16, lr=5e-4, warmup=20, min_snr=None),
+    "interp": dict(share=0.10, batch_size=4, frames=16, lr=1e-3, warmup=20, min_snr=None),
     "sr": dict(share=0.15, batch_size=2, frames=8, lr=1e-3, warmup=20, min_snr=None),
 }
 # Every stage of the chain ends with its learning rate falling linearly to 0 over the last COOLDOWN of
@@ -47,7 +47,7 @@ CHAIN = {
 # by Min-SNR-5 (mav.diffusion_loss). Measured on the image stage, 1,500 steps: the judge reads the
 # prompt's pair on 11% of samples with neither, 17% with the cool-down, 20% with both (docs/TRAINING.md).
 # Interpolation and SR keep the plain v-MSE: their few-step samplers draw the picture mostly from the
-# first step's x̂, made from the known frames alone at pure noise, where Min-SNR's weight is ~0.
+# first step's x̂, made from the conditioning alone at (nearly) pure noise, where Min-SNR's weight is ~0.
 COOLDOWN = 0.3
 CHAIN_EMA_DECAY = 0.99
 CHAIN_ONLY_RECIPE = ("batch_size", "frames", "lr", "warmup", "ema_decay", "joint_images", "init", "unlabeled",
