@@ -407,7 +407,8 @@ def add_noise(x, eps, logsnr):
 
 def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, min_snr: float | None = None,
                    **conditioning) -> torch.Tensor:
-    """MSE on v at a uniformly drawn t, for clean x in [-1, 1] (images or videos).
+    """MSE on v at a uniformly drawn t, for clean x (images or videos in [-1, 1], or a residual network's
+    differences to its guess).
 
     `conditioning` (stride, cond, aug) goes to the model as is; `loss_mask`
     (broadcastable to x) limits the loss to the frames the model must make.
@@ -643,7 +644,7 @@ class UNetConfig:
     out_channels: int = 1
     temporal: bool = False            # video model: temporal conv + attention + stride embedding
     noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
-    residual: bool = False            # SR: make the difference to the bicubic-upsampled input (SRDiff)
+    residual: bool = False            # interp, SR: make the difference to a simple guess (§7, §8)
 
     def __post_init__(self):
         self.channels, self.attn_levels = tuple(self.channels), tuple(self.attn_levels)
@@ -923,8 +924,8 @@ def _fill(model, known, mask, text, null, stride, **kw):
     cond = masked_conditioning(known, mask, model.cfg.cond_channels)
     strides = torch.full((len(known),), stride, device=known.device)
     x = sample(model, known.shape, text, null, stride=strides, cond=cond, **residual_start(model, known.shape), **kw)
-    if model.cfg.residual:  # the network made the difference to temporal_fill's guess
-        x = (temporal_fill(known, mask) + x).clamp(-1, 1)
+    if model.cfg.residual:  # the network made the difference to temporal_fill's guess, its third input channel
+        x = (cond[:, 2:] + x).clamp(-1, 1)
     m = mask[:, None, :, None, None]
     return torch.where(m, known, x)
 

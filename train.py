@@ -269,7 +269,7 @@ class Batches:
         video, labels = self.data.sample(n, frames=self.args.frames, stride=stride)
         x = mav.to_model(mav.area_downsample(video))
         cond = mav.masked_conditioning(x, mask, cfg.cond_channels)
-        target = x - mav.temporal_fill(x, mask) if cfg.residual else x
+        target = x - cond[:, 2:] if cfg.residual else x  # the third channel is the guess, mav.temporal_fill
         return target, self.prompts(labels), dict(stride=stride, cond=cond), \
             ~mask[:, None, :, None, None]  # the loss counts the frames to be made
 
