@@ -33,7 +33,9 @@ import mav
 
 CHECKPOINT_OF = {**mav.CASCADE, "image": "image", "judge": "judge"}  # what --stages and --eval name -> checkpoint
 EVALS = ["videos", "interp", "sr", "animate", "between", "variation"]
-DEFAULT_STEPS = {"base": 20, "interp": 6, "sr": 3}  # with --sampler dpm++: the quality of DDIM at 50 / 20 / 10 (README)
+# With --sampler dpm++: the judge's figures of DDIM at 50 / 20 / 10, measured on one GPU (docs/EVALUATION.md).
+# The base needs 30: its videos at 20 read as well alone, but 2 points worse after interp and SR.
+DEFAULT_STEPS = {"base": 30, "interp": 6, "sr": 3}
 
 
 # Upper bounds of a request: beyond them a run takes hours or more memory than a laptop has.
@@ -100,8 +102,8 @@ def add_cascade_arguments(cascade):
     cascade.add_argument("--sr-steps", type=int, default=DEFAULT_STEPS["sr"],
                          help="diffusion steps of super-resolution")
     cascade.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim", "ancestral"],
-                         help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs about 2.5x the "
-                              "steps for the same videos; ancestral: stochastic")
+                         help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs more steps for the "
+                              "same videos (50 for the default 30); ancestral: stochastic")
     cascade.add_argument("--guidance", type=float, default=mav.GUIDANCE,
                          help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
                               "unguided")
