@@ -460,7 +460,7 @@ def sample(model, shape, text: Text, null: Text, steps: int = 50, sampler: str =
     t_start = 1.0
     if init is not None:  # SDEdit: z_S from the given sample, and the steps of [0, S] only
         t_start = float(strength)
-        z = add_noise(init.to(device), z, logsnr_schedule(torch.tensor(t_start)))
+        z = add_noise(init.to(device), z, logsnr_schedule(torch.tensor(t_start, device=device)))
         steps = max(1, round(t_start * steps))
     guided = guidance != 1.0
     both = Text.cat([text, null]) if guided else text
