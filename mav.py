@@ -652,7 +652,7 @@ class UNetConfig:
 
 PRESETS = {
     "tiny": dict(channels=(16, 32), res_blocks=1, attn_levels=(1,), head_dim=16),   # tests: seconds on CPU
-    "cpu": dict(channels=(24, 48, 96), res_blocks=1, attn_levels=(1, 2)),          # the laptop chain (--stage all)
+    "cpu": dict(channels=(16, 32, 64), res_blocks=1, attn_levels=(1, 2)),          # the laptop chain: steps over width
     "small": dict(channels=(32, 64, 128), res_blocks=1, attn_levels=(1, 2)),        # one stage on a CPU in hours
     "base": dict(channels=(48, 96, 192), res_blocks=1, attn_levels=(1, 2)),         # GPU; fp16 video weights ≤ 15 MB
 }
