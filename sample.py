@@ -104,9 +104,10 @@ def add_cascade_arguments(cascade):
     cascade.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim", "ancestral"],
                          help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs more steps for the "
                               "same videos (50 for the default 30); ancestral: stochastic")
-    cascade.add_argument("--guidance", type=float, default=mav.GUIDANCE,
+    cascade.add_argument("--guidance", type=float, default=None,
                          help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
-                              "unguided")
+                              "unguided (default: the weight the checkpoint records, the laptop chain's 7; "
+                              f"else {mav.GUIDANCE:g})")
     cascade.add_argument("--frames", type=int, default=mav.FRAMES, help="frames the base model generates")
     cascade.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
     cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
@@ -158,11 +159,16 @@ def check_request(p, args):
     if len(args.prompt) * args.num_samples > LIMITS["num_samples"]:
         p.error(f"{len(args.prompt)} prompts x {args.num_samples} samples is over the limit of "
                 f"{LIMITS['num_samples']} videos")
-    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
         p.error("--guidance must be a number >= 0")
     if not 0 <= args.seed < 2 ** 64:
         p.error("--seed must be in 0 .. 2^64 - 1")
     check_stages(p, args)
+    if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
+        stage = "image" if args.stages == ["image"] else "video"
+        args.guidance = mav.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)
+        if type(args.guidance) not in (int, float) or not (math.isfinite(args.guidance) and args.guidance >= 0):
+            p.error(f"{args.checkpoints}/{stage}.json records guidance {args.guidance!r}: not a number >= 0")
     check_out(p, args)
 
 

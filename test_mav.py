@@ -424,6 +424,9 @@ def broken_checkpoints(trained, tmp_path):
         if kind == "corrupt":
             data = (folder / "video.safetensors").read_bytes()
             (folder / "video.safetensors").write_bytes(data[: len(data) // 2])
+        elif kind == "bad-guidance":
+            meta = mav.checkpoint_meta(str(folder), "video")
+            mav.atomic_write_json({**meta, "guidance": "strong"}, str(folder / "video.json"))
         elif kind == "other-stage":
             shutil.copy(folder / "image.safetensors", folder / "video.safetensors")
             shutil.copy(folder / "image.json", folder / "video.json")
@@ -447,6 +450,7 @@ def test_sample_bad_arguments(capsys, argv, needle):
 @pytest.mark.parametrize("kind,extra,needle", [
     ("corrupt", [], "cannot read the video checkpoint"),
     ("other-stage", [], "is a 'image' checkpoint"),
+    ("bad-guidance", [], "video.json records guidance 'strong': not a number >= 0"),
     ("fine", ["--text-encoder", "openai/clip-vit-base-patch32"], "trained with text encoder"),
 ])
 def test_sample_refuses_wrong_checkpoints(capsys, broken_checkpoints, kind, extra, needle):
@@ -1230,6 +1234,10 @@ def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_
     assert video["min_snr"] == 5.0 and interp["min_snr"] is None and sr["min_snr"] is None  # the recipe is kept
     assert sr["cooldown"] == train.COOLDOWN and sr["ema_decay"] == train.CHAIN_EMA_DECAY
     assert mav.load_checkpoint(str(out), "sr")[0].cfg.noise_cond
+    # the chain's guidance is recorded with the base models and is sample.py's default for them, not a rule
+    assert video["guidance"] == train.CHAIN_GUIDANCE and "guidance" not in sr
+    assert sample.parse_args(["--checkpoints", str(out)]).guidance == train.CHAIN_GUIDANCE
+    assert sample.parse_args(["--checkpoints", str(out), "--guidance", "2"]).guidance == 2.0
 
 
 def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
@@ -1237,6 +1245,8 @@ def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 1)  # a single-stage run, not a chain
     capsys.readouterr()
+    assert mav.checkpoint_meta(str(out), "image")["guidance"] == mav.GUIDANCE  # sampled at the common weight
+    assert sample.parse_args(["--checkpoints", str(out), "--stages", "image"]).guidance == mav.GUIDANCE
     expect_one_line_error(capsys, tiny_chain, out, "already holds image.json: continue that chain with --resume")
     with pytest.raises(SystemExit) as exit_info:
         tiny_chain(out, "--resume")
