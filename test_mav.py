@@ -1,4 +1,4 @@
-"""Tests for mav.py, train.py and sample.py: CPU only, tiny preset, a few minutes on 2 cores (the README's
+"""Tests for mav.py, cli.py, train.py, sample.py, evaluate.py and bench.py: CPU only, tiny preset, a few minutes on 2 cores (the README's
 Quick start says how long, on which CPU). No test depends on the CPU's bf16: precision is auto.
 
     python -m pytest -q test_mav.py
@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+import bench
+import cli
+import evaluate
 import mav
 import sample
 
@@ -33,6 +36,13 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cache(cache_dir):
     return mav.TextCache.load_or_build(str(cache_dir))
+
+
+def fake_text(n: int, value: float | None = None) -> mav.Text:
+    """n prompts' worth of text embeddings, no encoder needed: 3 tokens each, every number `value` (or random)."""
+    g = torch.Generator().manual_seed(0)
+    make = lambda *shape: torch.randn(*shape, generator=g) if value is None else torch.full(shape, value)
+    return mav.Text(make(n, 3, 384), torch.ones(n, 3, dtype=torch.bool), make(n, 384))
 
 
 def randomized(model):
@@ -187,21 +197,70 @@ def test_dpm_solver_follows_the_ode_closer_than_ddim_in_few_steps(cache):
         assert dpm < 0.5 * ddim, (steps, dpm, ddim)
 
 
+def test_the_ode_samplers_carry_noise_to_where_the_ode_takes_it():
+    """For data x ~ N(μ, s²) the probability-flow ODE carries z_1 = ε to x = μ + s·ε exactly (it keeps each
+    sample's standardised place). DDIM with many steps and DPM-Solver++ with the default's land there: a wrong
+    coefficient in either update does not (the perfect denoiser above would hide it)."""
+    mu, s = 0.1, 0.2
+    model, text = GaussianDenoiser(torch.tensor(mu), s), fake_text(4)
+    noise = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    truth = mu + s * noise
+    for sampler, steps, tol in (("ddim", 400, 0.01), ("dpm++", mav.STEPS["base"], 0.02)):
+        x = mav.sample(model, noise.shape, text, text, steps=steps, sampler=sampler, guidance=1.0, noise=noise)
+        assert (x - truth).abs().max() < tol, (sampler, (x - truth).abs().max())
+
+
+def test_the_ancestral_sampler_draws_from_the_data_distribution():
+    """Its steps add fresh noise, so it lands anywhere; but its samples have the data's mean and spread."""
+    mu, s = 0.1, 0.2
+    model, text = GaussianDenoiser(torch.tensor(mu), s), fake_text(4)
+    x = mav.sample(model, (4, 1, 32, 32), text, text, steps=100, sampler="ancestral", guidance=1.0,
+                   generator=torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - mu) < 0.03 and abs(x.std().item() - s) < 0.02, (x.mean(), x.std())
+
+
+class PromptDenoiser(torch.nn.Module):
+    """x̂ is the first number of the prompt's pooled embedding, whatever z: v = (α·z − x̂)/σ."""
+
+    def forward(self, z, logsnr, text, stride=None, cond=None):
+        alpha, sigma = (s.view(-1, *[1] * (z.ndim - 1)) for s in mav.alpha_sigma(logsnr))
+        return (alpha * z - text.pooled[:, :1].view(-1, *[1] * (z.ndim - 1))) / sigma
+
+
+@pytest.mark.parametrize("sampler", list(mav.SAMPLERS))
+def test_guidance_pushes_from_the_empty_prompt_towards_the_prompt(sampler):
+    """x̂ = 0.2 for the prompt, 0 for the empty one: guided, x̂_u + w·(x̂_c − x̂_u) = 0.2·w (with the halves
+    swapped it would be 0.2 − 0.2·w); unguided (w = 1), the prompt's 0.2."""
+    text, null = fake_text(2, 0.2), fake_text(2, 0.0)
+    run = lambda w: mav.sample(PromptDenoiser(), (2, 1, 4, 4), text, null, steps=4, sampler=sampler, guidance=w,
+                               generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(run(3.0), torch.full((2, 1, 4, 4), 0.6), atol=1e-4)
+    assert torch.allclose(run(1.0), torch.full((2, 1, 4, 4), 0.2), atol=1e-4)
+
+
+def test_an_unknown_sampler_is_refused_before_any_step():
+    calls = []
+    model = lambda z, *a, **kw: calls.append(1) or torch.zeros_like(z)
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        mav.sample(model, (1, 1, 4, 4), fake_text(1), fake_text(1), steps=1, sampler="euler")
+    assert not calls
+
+
 # --- device and precision -----------------------------------------------------
 
 def test_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(mav, "cpu_has_native_bf16", lambda: True)
-    assert mav.choose_precision(cpu) == ("bf16", "this CPU has native bf16")
-    monkeypatch.setattr(mav, "cpu_has_native_bf16", lambda: False)
-    assert mav.choose_precision(cpu) == ("fp32", "this CPU has no native bf16")
-    precision, why = mav.choose_precision(cpu, "bf16")  # asked for: kept, with a warning
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: True)
+    assert cli.choose_precision(cpu) == ("bf16", "this CPU has native bf16")
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: False)
+    assert cli.choose_precision(cpu) == ("fp32", "this CPU has no native bf16")
+    precision, why = cli.choose_precision(cpu, "bf16")  # asked for: kept, with a warning
     assert precision == "bf16" and "warning" in why and "slower" in why
-    assert mav.choose_precision(cpu, "fp32") == ("fp32", "requested")
+    assert cli.choose_precision(cpu, "fp32") == ("fp32", "requested")
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
-        assert mav.choose_precision(torch.device("cuda"))[0] == expected
-    assert mav.choose_precision(torch.device("mps"))[0] == "fp32"
+        assert cli.choose_precision(torch.device("cuda"))[0] == expected
+    assert cli.choose_precision(torch.device("mps"))[0] == "fp32"
 
 
 def test_cpu_bf16_detection(monkeypatch):
@@ -210,17 +269,17 @@ def test_cpu_bf16_detection(monkeypatch):
         for name, value in zip(helpers, (avx512_bf16, amx)):
             monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
         expected = (avx512_bf16 or amx) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        assert mav.cpu_has_native_bf16() == expected
+        assert cli.cpu_has_native_bf16() == expected
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the private helper: fp32
-    assert mav.cpu_has_native_bf16() is False
+    assert cli.cpu_has_native_bf16() is False
 
 
 def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
     for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda mps=mps: mps)
-        assert mav.choose_device("auto").type == expected
-    assert mav.choose_device("cpu").type == "cpu"
+        assert cli.choose_device("auto").type == expected
+    assert cli.choose_device("cpu").type == "cpu"
 
 
 # --- layers, UNet, inflation --------------------------------------------------
@@ -247,22 +306,28 @@ def test_temporal_conv_starts_as_identity():
     assert not torch.allclose(conv(x, frames=5), conv.spatial(x), atol=1e-3)
 
 
-def test_temporal_conv_is_a_conv1d_over_each_pixels_frames():
-    """The transpose-free temporal conv equals the plain rearrange -> Conv1d -> rearrange, values and gradients."""
-    from einops import rearrange
+def test_fused_temporal_conv_is_the_papers_conv1d_over_each_pixels_frames(monkeypatch):
+    """The transpose-free temporal conv equals the paper's rearrange -> Conv1d -> rearrange, values and gradients,
+    and the whole model gives the same on either path."""
     torch.manual_seed(0)
     conv = mav.Pseudo3DConv(4, 6, temporal=True)
     with torch.no_grad():
         conv.temporal.weight.normal_(0, 0.3)
         conv.temporal.bias.normal_(0, 0.3)
     x = torch.randn(2 * 5, 6, 3, 4, requires_grad=True)  # (b f) c h w
-    plain = rearrange(conv.temporal(rearrange(x, '(b f) c h w -> (b h w) c f', f=5)), '(b h w) c f -> (b f) c h w',
-                      h=3, w=4)
-    fast = conv.temporal_conv(x, 5)
-    assert torch.allclose(fast, plain, atol=1e-5)
-    grads = [torch.autograd.grad(y.square().sum(), [x, conv.temporal.weight]) for y in (plain, fast)]
+    plain, fast = conv.temporal_conv(x, 5), conv.temporal_conv_fused(x, 5)
+    assert torch.allclose(fast, plain, atol=1e-5) and (plain - x).abs().max() > 0.1  # it does mix frames
+    params = [x, conv.temporal.weight, conv.temporal.bias]
+    grads = [torch.autograd.grad(y.square().sum(), params) for y in (plain, fast)]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-4)
+    model = randomized(mav.UNet(mav.replace(TINY, temporal=True))).eval()
+    video, logsnr, text = torch.randn(2, 1, 5, 32, 32), torch.zeros(2), fake_text(2)
+    with torch.no_grad():
+        fused = model(video, logsnr, text, stride=torch.ones(2))
+        monkeypatch.setattr(mav.Pseudo3DConv, "fused", False)
+        paper = model(video, logsnr, text, stride=torch.ones(2))
+    assert torch.allclose(fused, paper, atol=1e-4) and fused.abs().mean() > 0.01
 
 
 def test_temporal_attention_starts_as_identity(cache):
@@ -339,7 +404,7 @@ def test_min_snr_weights_each_example_by_its_capped_snr():
 def test_checkpoint_round_trip(tmp_path):
     model = randomized(mav.UNet(TINY))
     mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": "enc", "step": 7, "preset": "tiny"})
-    loaded, meta = mav.load_checkpoint(str(tmp_path), "image", text_encoder="enc")
+    loaded, meta = mav.load_checkpoint(str(tmp_path), "image")
     assert meta["step"] == 7 and loaded.cfg == model.cfg
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a.half().float(), b), name  # stored as fp16
@@ -355,8 +420,8 @@ def trained(tmp_path_factory, cache_dir):
     for f in os.listdir(cache_dir):
         shutil.copy(os.path.join(cache_dir, f), out)
     common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--save-every", "1000"]
-    for stage, extra in [("image", ["--steps", "30", "--batch-size", "16", "--lr", "1e-3"]),
-                         ("video", ["--steps", "4", "--batch-size", "2", "--frames", "8", "--joint-images", "4"])]:
+    for stage, extra in [("image", ["--steps", "30", "--recipe", "batch=16"]),
+                         ("video", ["--steps", "4", "--recipe", "batch=2", "frames=8", "joint_images=4"])]:
         run = subprocess.run([sys.executable, "train.py", "--stage", stage, *common, *extra],
                              cwd=HERE, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
@@ -376,7 +441,7 @@ def test_train_writes_checkpoints_and_logs(trained):
 def test_sample_writes_a_16_frame_gif(trained, tmp_path, capsys):
     out = tmp_path / "clip.gif"
     sample.main(["--checkpoints", str(trained), "--steps", "4", "--out", str(out)])
-    assert capsys.readouterr().out.startswith("device: cpu, precision: ")  # what auto chose, and why
+    assert capsys.readouterr().out.startswith(f"device: {cli.choose_device()}, precision: ")  # auto's choice, and why
     frames = iio.imread(out)
     assert frames.shape[:3] == (16, 32, 32)
     assert len(set(f.tobytes() for f in frames)) > 1  # a video, not one frame repeated
@@ -451,7 +516,6 @@ def test_sample_bad_arguments(capsys, argv, needle):
     ("corrupt", [], "cannot read the video checkpoint"),
     ("other-stage", [], "is a 'image' checkpoint"),
     ("bad-guidance", [], "video.json records guidance 'strong': not a number >= 0"),
-    ("fine", ["--text-encoder", "openai/clip-vit-base-patch32"], "trained with text encoder"),
 ])
 def test_sample_refuses_wrong_checkpoints(capsys, broken_checkpoints, kind, extra, needle):
     expect_one_line_error(capsys, sample.main, ["--checkpoints", broken_checkpoints(kind), *extra], needle)
@@ -479,7 +543,8 @@ def test_interp_network_starts_as_the_video_model(cache):
     interp = mav.inflate(video_model.state_dict(), mav.stage_config("interp", "tiny", video_model.cfg)).eval()
     torch.manual_seed(0)
     x, text, stride = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([4, 9])), torch.ones(2)
-    cond = mav.masked_conditioning(torch.randn(2, 1, 6, 32, 32), torch.rand(2, 6) < 0.5)
+    cond, guess = mav.masked_conditioning(torch.randn(2, 1, 6, 32, 32), torch.rand(2, 6) < 0.5)
+    assert torch.equal(cond[:, 2:], guess)
     assert cond.shape[1] == interp.cfg.cond_channels == 3
     with torch.no_grad():
         expected = video_model(x, torch.zeros(2), text, stride=stride)
@@ -506,8 +571,8 @@ def test_training_masks():
 
 @pytest.mark.parametrize("channels,residual", [(3, True), (2, False)])  # today's, and the shipped GPU-trained
 def test_interpolate_and_extend_keep_the_known_frames(cache, channels, residual):
-    cfg = mav.replace(TINY, cond_channels=channels, residual=residual)
-    model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), cfg)).eval()
+    cfg = mav.replace(TINY, temporal=True, cond_channels=channels, residual=residual)
+    model = randomized(mav.network(mav.asdict(cfg))).eval()
     clip = torch.rand(2, 1, 16, 32, 32) * 2 - 1
     text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
     out = mav.interpolate(model, clip, text, null, steps=2, generator=torch.Generator().manual_seed(0))
@@ -541,6 +606,7 @@ def test_temporal_fill_is_the_linear_blend_for_any_mask():
 
 class MakesNothing(torch.nn.Module):
     """A residual network whose x̂ is 0 everywhere: v = α·z/σ, so x̂ = α·z − σ·v = 0."""
+    start_t, guess_weight, upsampling = mav.UNet.start_t, mav.UNet.guess_weight, mav.UNet.upsampling
 
     def __init__(self, cfg):
         super().__init__()
@@ -586,9 +652,10 @@ def cascade(trained, tmp_path_factory):
     """The trained folder plus tiny interp and sr stages, trained by train.py."""
     out = tmp_path_factory.mktemp("cascade")
     shutil.copytree(trained, out, dirs_exist_ok=True)
-    common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--steps", "3", "--batch-size", "2"]
+    common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--steps", "3"]
     for stage, frames in [("interp", "6"), ("sr", "4")]:
-        run = subprocess.run([sys.executable, "train.py", "--stage", stage, "--frames", frames, *common],
+        run = subprocess.run([sys.executable, "train.py", "--stage", stage, "--recipe", "batch=2", f"frames={frames}",
+                              *common],
                              cwd=HERE, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
     return out
@@ -600,20 +667,19 @@ def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
     assert mav.checkpoint_meta(str(cascade), "sr")["config"]["noise_cond"]
     assert mav.checkpoint_meta(str(cascade), "sr")["config"]["residual"]
     out = tmp_path / "cascade.gif"
-    sample.main(["--checkpoints", str(cascade), "--steps", "2", "--interp-steps", "1", "--sr-steps", "1",
-                 "--out", str(out)])
+    sample.main(["--checkpoints", str(cascade), "--steps", "2", "1", "1", "--out", str(out)])
     assert iio.imread(out).shape[:3] == (76, 64, 64)
     assert "base+interp+sr" in capsys.readouterr().out
     sample.main(["--checkpoints", str(cascade), "--stages", "base,sr", "--sr", "framewise", "--extend", "4",
-                 "--steps", "2", "--interp-steps", "1", "--sr-steps", "1", "--out", str(tmp_path / "b.mp4")])
+                 "--steps", "2", "1", "1", "--out", str(tmp_path / "b.mp4")])
     assert iio.imread(tmp_path / "b.mp4").shape[:3] == (20, 64, 64)
 
 
 @pytest.mark.parametrize("stage,keys", [("interp", {"psnr", "psnr_linear_blend", "in_between_frames"}),
                                         ("sr", {"psnr", "psnr_bicubic"})])
 def test_eval_prints_psnr_beside_its_baseline(cascade, capsys, stage, keys):
-    sample.main(["--checkpoints", str(cascade), "--eval", stage, "--num-samples", "2",
-                 "--interp-steps", "1", "--sr-steps", "1", "--frames", "4"])
+    evaluate.main([stage, "--checkpoints", str(cascade), "--num-samples", "2", "--steps", "1", "1", "1",
+                   "--frames", "4"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert keys <= set(result) and result["n"] == 2 and result["eval"] == stage
     baseline = result["psnr_linear_blend" if stage == "interp" else "psnr_bicubic"]
@@ -624,10 +690,10 @@ def test_eval_prints_psnr_beside_its_baseline(cascade, capsys, stage, keys):
     (["--stages", "base,interp"], "no interp checkpoint"),
     (["--stages", "base,upscale"], "unknown stage 'upscale'"),
     (["--extend", "8"], "--extend makes frames with the masked interpolation network"),
-    (["--eval", "sr"], "no sr checkpoint"),
 ])
 def test_cascade_bad_requests(trained, capsys, argv, needle):
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(trained), *argv], needle)
+    expect_one_line_error(capsys, evaluate.main, ["sr", "--checkpoints", str(trained)], "no sr checkpoint")
 
 
 # --- the judge and the video metrics ------------------------------------------
@@ -638,7 +704,7 @@ SHIPPED = os.path.join(HERE, "checkpoints")
 @pytest.fixture(scope="session")
 def judge():
     """The shipped judge (trained by python train.py --stage judge)."""
-    return mav.load_checkpoint(SHIPPED, "judge")[0]
+    return evaluate.load_judge(SHIPPED)
 
 
 @pytest.fixture(scope="session")
@@ -648,32 +714,32 @@ def real_clips():
 
 
 def test_pair_index_matches_the_pair_table():
-    pairs = torch.tensor(mav.PAIRS)
-    assert torch.equal(mav.pair_index(pairs), torch.arange(55))
-    assert torch.equal(mav.pair_index(pairs.flip(1)), torch.arange(55))  # unordered
-    assert mav.pair_counts(torch.tensor([[3, 3], [1, 7]])).tolist()[0][3] == 2
+    pairs = torch.tensor(evaluate.PAIRS)
+    assert torch.equal(evaluate.pair_index(pairs), torch.arange(55))
+    assert torch.equal(evaluate.pair_index(pairs.flip(1)), torch.arange(55))  # unordered
+    assert evaluate.pair_counts(torch.tensor([[3, 3], [1, 7]])).tolist()[0][3] == 2
 
 
 def test_judge_learns_digit_counts():
     torch.manual_seed(0)
-    judge = mav.Judge(mav.JudgeConfig(width=8, features=32))
+    judge = evaluate.Judge(evaluate.JudgeConfig(width=8, features=32))
     optimizer = judge.configure_optimizers(lr=3e-3)
     video, labels = mav.MovingMNIST("train").sample(64, frames=1, generator=torch.Generator().manual_seed(0))
     frames = mav.area_downsample(video)[:, :, 0]
     losses = []
     for _ in range(30):
-        loss = mav.judge_loss(judge, frames, labels)
+        loss = evaluate.judge_loss(judge, frames, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
-    assert mav.augment(frames).shape == frames.shape and 0 <= mav.augment(frames).min()
+    assert evaluate.augment(frames).shape == frames.shape and 0 <= evaluate.augment(frames).min()
 
 
 def test_shipped_judge_reads_held_out_digits(judge, real_clips):
     videos, labels = real_clips
-    scores, feats = mav.score_videos(judge, videos, labels)
+    scores, feats = evaluate.score_videos(judge, videos, labels)
     assert scores["adherence"] == 1.0 and scores["frame_accuracy"] > 0.85
     assert feats.shape == (24 * 16, judge.cfg.features)
     # the same frames at 64² read the same way (area-downsampled inside)
@@ -685,30 +751,30 @@ def test_shipped_judge_reads_held_out_digits(judge, real_clips):
 def test_scorer_tells_prompts_apart(judge, real_clips):
     videos, labels = real_clips
     shuffled = labels.roll(1, dims=0)
-    keep = mav.pair_index(shuffled) != mav.pair_index(labels)  # a roll may land on the same pair
-    scores, _ = mav.score_videos(judge, videos[keep], shuffled[keep])
+    keep = evaluate.pair_index(shuffled) != evaluate.pair_index(labels)  # a roll may land on the same pair
+    scores, _ = evaluate.score_videos(judge, videos[keep], shuffled[keep])
     assert scores["adherence"] <= 0.1
 
 
 def test_scorer_tells_videos_from_slideshows(judge, real_clips):
     videos, labels = real_clips
-    real, _ = mav.score_videos(judge, videos, labels)
+    real, _ = evaluate.score_videos(judge, videos, labels)
     assert real["switch_rate"] < 0.15 and real["motion_lag_ratio"] < 0.8 and real["motion"] > 0.01
     # frame t of each "video" taken from a random other video: a flickering slideshow
     g = torch.Generator().manual_seed(0)
     mixed = torch.stack([videos[torch.randperm(len(videos), generator=g), t] for t in range(16)], dim=1)
-    slideshow, _ = mav.score_videos(judge, mixed, labels)
+    slideshow, _ = evaluate.score_videos(judge, mixed, labels)
     assert slideshow["switch_rate"] > 0.6 and slideshow["motion_lag_ratio"] > 0.9
-    still, _ = mav.score_videos(judge, videos[:, :1].expand(-1, 16, -1, -1), labels)
+    still, _ = evaluate.score_videos(judge, videos[:, :1].expand(-1, 16, -1, -1), labels)
     assert still["motion"] == 0 and still["switch_rate"] == 0
 
 
 def test_frechet_distance():
     torch.manual_seed(0)
     a = torch.randn(2000, 4)
-    assert abs(mav.frechet_distance(a, a)) < 1e-6
-    assert mav.frechet_distance(a, a + torch.tensor([3.0, 0, 0, 0])) == pytest.approx(9.0, abs=1e-3)
-    assert mav.frechet_distance(a, 2 * a) == pytest.approx(4.0, rel=0.05)  # tr(Σ + 4Σ − 2·2Σ) = tr Σ ≈ 4
+    assert abs(evaluate.frechet_distance(a, a)) < 1e-6
+    assert evaluate.frechet_distance(a, a + torch.tensor([3.0, 0, 0, 0])) == pytest.approx(9.0, abs=1e-3)
+    assert evaluate.frechet_distance(a, 2 * a) == pytest.approx(4.0, rel=0.05)  # tr(Σ + 4Σ − 2·2Σ) = tr Σ ≈ 4
 
 
 EVAL_KEYS = {"adherence", "frame_accuracy", "consistency", "switch_rate", "motion", "motion_lag_ratio", "fd", "n"}
@@ -720,8 +786,8 @@ def test_eval_videos_prints_every_figure(cascade, tmp_path, capsys):
     for ext in ("safetensors", "json"):
         shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
     out = tmp_path / "eval.gif"
-    sample.main(["--checkpoints", str(folder), "--eval", "--num-samples", "3", "--stages", "base,interp",
-                 "--steps", "2", "--interp-steps", "1", "--out", str(out)])
+    evaluate.main(["--checkpoints", str(folder), "--num-samples", "3", "--stages", "base,interp",
+                   "--steps", "2", "1", "--out", str(out)])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert EVAL_KEYS <= set(result) and result["n"] == 3 and result["frames"] == 76
     for part in ("full_rate", "ceiling", "baseline"):
@@ -729,19 +795,6 @@ def test_eval_videos_prints_every_figure(cascade, tmp_path, capsys):
     assert result["ceiling"]["adherence"] > 0.6
     assert json.loads((tmp_path / "eval.json").read_text()) == result and out.exists()
     assert len((tmp_path / "eval.txt").read_text().split("\n")) == 4
-
-
-def test_train_eval_every_logs_judge_scores(trained, tmp_path):
-    folder = tmp_path / "video-eval"
-    shutil.copytree(trained, folder)
-    for ext in ("safetensors", "json"):
-        shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
-    run = subprocess.run([sys.executable, "train.py", "--stage", "video", "--preset", "tiny", "--out", str(folder),
-                          "--steps", "2", "--batch-size", "1", "--frames", "16", "--joint-images", "0",
-                          "--sample-every", "0", "--eval-every", "2", "--overwrite"],
-                         cwd=HERE, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "eval adherence" in (folder / "video.log").read_text()
 
 
 # --- torchrun, exact resume, interruption, bad runs ----------------------------
@@ -754,24 +807,7 @@ import train  # noqa: E402
 
 def tiny_image_run(out, steps, *extra):
     train.main(["--stage", "image", "--preset", "tiny", "--out", str(out), "--steps", str(steps),
-                "--batch-size", "4", "--sample-every", "0", "--log-every", "1", "--save-every", "2", *extra])
-
-
-def test_resume_is_bit_exact(cache_dir, tmp_path):
-    """3 steps, stop, --resume to 6 steps == 6 steps in one go: same weights, EMA and optimizer, bit for bit
-    (CPU: the same kernels see the same inputs in the same order, and the RNG state travels in the checkpoint)."""
-    for name in ("once", "twice"):
-        shutil.copytree(cache_dir, tmp_path / name)
-    tiny_image_run(tmp_path / "once", 6)
-    tiny_image_run(tmp_path / "twice", 3)
-    tiny_image_run(tmp_path / "twice", 6, "--resume")
-    a = torch.load(tmp_path / "once" / "image-train.pt", weights_only=False)
-    b = torch.load(tmp_path / "twice" / "image-train.pt", weights_only=False)
-    assert a["step"] == b["step"] == 6
-    for part in ("model", "ema"):
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), (part, k)
-    assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
+                "--recipe", "batch=4", "--sample-every", "0", "--log-every", "1", "--save-every", "2", *extra])
 
 
 def test_resume_refuses_another_run(trained, tmp_path, capsys):
@@ -783,8 +819,6 @@ def test_resume_refuses_another_run(trained, tmp_path, capsys):
                                                *common], "is a run with stage 'image', not 'video'")
     expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "small", "--resume", *common],
                           "preset 'tiny', not 'small'")
-    expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "tiny", "--resume", *common,
-                                               "--text-encoder", "openai/clip-vit-base-patch32"], "text_encoder")
     expect_one_line_error(capsys, train.main, ["--stage", "interp", "--preset", "tiny", "--resume", *common],
                           "--resume: no")
 
@@ -825,7 +859,7 @@ def test_ctrl_c_saves_and_exits_cleanly(cache_dir, tmp_path):
     out = tmp_path / "sigint"
     shutil.copytree(cache_dir, out)
     proc = subprocess.Popen([sys.executable, "train.py", "--stage", "image", "--preset", "tiny", "--out", str(out),
-                             "--steps", "100000", "--batch-size", "4", "--sample-every", "0", "--log-every", "1"],
+                             "--steps", "100000", "--recipe", "batch=4", "--sample-every", "0", "--log-every", "1"],
                             cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "image.log").exists() or not (out / "image.log").read_text():
@@ -845,7 +879,7 @@ def test_torchrun_two_cpu_processes(trained, tmp_path):
     shutil.copytree(trained, folder)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py",
                           "--stage", "video", "--preset", "tiny", "--out", str(folder), "--steps", "2", "--overwrite",
-                          "--batch-size", "1", "--frames", "8", "--joint-images", "2", "--sample-every", "0",
+                          "--recipe", "batch=1", "frames=8", "joint_images=2", "--sample-every", "0",
                           "--device", "cpu"], cwd=HERE, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
@@ -866,17 +900,18 @@ TRAIN_BENCH_KEYS = {"bench", "stage", "preset", "device", "batch", "samples_per_
 
 @pytest.mark.parametrize("stage", ["image", "video", "interp", "sr", "judge"])
 def test_train_bench_prints_every_key(cache_dir, capsys, stage):
-    train.main(["--stage", stage, "--preset", "tiny", "--bench", "--bench-steps", "1", "--batch-size", "1",
-                "--frames", "6", "--out", str(cache_dir)])
+    frames = [] if stage in ("image", "judge") else ["frames=6"]
+    bench.main(["train", "--stage", stage, "--preset", "tiny", "--steps", "1", "--recipe", "batch=1", *frames,
+                "--device", "cpu"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert TRAIN_BENCH_KEYS <= set(result) and result["stage"] == stage
     assert result["flops_per_step"] > 0 and result["step_s"] > 0 and result["plain_step_s"] > 0
     assert result["mfu"] is None and result["device"].startswith("cpu")  # no published peak for a CPU
+    assert result["batch"] == 1 and result["joint_images"] == mav.RECIPES[stage].joint_images
 
 
 def test_sample_bench_times_every_stage(cascade, capsys):
-    sample.main(["--checkpoints", str(cascade), "--bench", "--num-samples", "1", "--steps", "1",
-                 "--interp-steps", "1", "--sr-steps", "1"])
+    bench.main(["sample", "--checkpoints", str(cascade), "--num-samples", "1", "--steps", "1", "1", "1"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result["seconds"]) == {"base", "interp", "sr"} and result["frames_out"] == 76
     assert result["frames_per_s"] > 0 and result["size"] == 64
@@ -885,7 +920,7 @@ def test_sample_bench_times_every_stage(cascade, capsys):
 # --- animate a picture, move between two, vary a video -------------------------
 
 def test_animate_keeps_the_given_frames(cache):
-    model = randomized(mav.inflate(mav.UNet(TINY).state_dict(), mav.replace(TINY, cond_channels=2))).eval()
+    model = randomized(mav.UNet(mav.stage_config("interp", "tiny", TINY))).eval()
     first, last = (torch.rand(2, 1, 32, 32) * 2 - 1 for _ in range(2))
     text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
     clip = mav.animate(model, first, text, null, frames=16, steps=2, generator=torch.Generator().manual_seed(0))
@@ -925,20 +960,20 @@ def pictures(tmp_path_factory):
 def test_image_between_and_variation_from_files(cascade, pictures, tmp_path, capsys):
     base = ["--checkpoints", str(cascade), "--steps", "2", "--stages", "base", "--prompt", "3 and 7"]
     sample.main([*base, "--image", str(pictures / "first.png"), "--out", str(tmp_path / "a.gif")])
-    made = mav.read_frames(str(tmp_path / "a.gif"))
-    given = mav.fit_frames(mav.read_frames(str(pictures / "first.png")))
+    made = cli.read_frames(str(tmp_path / "a.gif"))
+    given = cli.fit_frames(cli.read_frames(str(pictures / "first.png")))
     assert made.shape == (16, 32, 32) and (made[0] - given[0]).abs().max() <= 1 / 255 + 1e-6
     sample.main([*base, "--between", str(pictures / "first.png"), str(pictures / "last.jpg"),
                  "--out", str(tmp_path / "b.gif")])
-    made = mav.read_frames(str(tmp_path / "b.gif"))
-    last = mav.fit_frames(mav.read_frames(str(pictures / "last.jpg")))
+    made = cli.read_frames(str(tmp_path / "b.gif"))
+    last = cli.fit_frames(cli.read_frames(str(pictures / "last.jpg")))
     assert made.shape == (16, 32, 32) and (made[-1] - last[0]).abs().max() <= 2 / 255
     sample.main([*base, "--variation", str(pictures / "clip.gif"), "--strength", "0.3", "--num-samples", "2",
                  "--out", str(tmp_path / "c.gif")])
-    assert mav.read_frames(str(tmp_path / "c.gif")).shape == (16, 32 + 4, 2 * (32 + 2) + 2)  # 2 videos side by side
-    sample.main(["--checkpoints", str(cascade), "--steps", "2", "--interp-steps", "1", "--sr-steps", "1",
+    assert cli.read_frames(str(tmp_path / "c.gif")).shape == (16, 32 + 4, 2 * (32 + 2) + 2)  # 2 videos side by side
+    sample.main(["--checkpoints", str(cascade), "--steps", "2", "1", "1",
                  "--image", str(pictures / "first.png"), "--out", str(tmp_path / "d.gif")])  # the whole cascade
-    assert mav.read_frames(str(tmp_path / "d.gif")).shape == (76, 64, 64)
+    assert cli.read_frames(str(tmp_path / "d.gif")).shape == (76, 64, 64)
     assert "warning" not in capsys.readouterr().err
 
 
@@ -963,7 +998,6 @@ def test_a_picture_unlike_the_training_data_warns_and_runs(cascade, pictures, tm
      "--image and --between are different modes"),
     (["--image", "{pictures}/first.png", "--variation", "{pictures}/clip.gif"],
      "--image and --variation are different modes"),
-    (["--image", "{pictures}/first.png", "--eval"], "does not combine with --eval"),
 ])
 def test_bad_pictures_and_videos_are_one_line_errors(cascade, pictures, capsys, argv, needle):
     argv = [a.replace("{pictures}", str(pictures)) for a in argv]
@@ -975,7 +1009,7 @@ def test_bad_pictures_and_videos_are_one_line_errors(cascade, pictures, capsys, 
                                        ("variation", {"rows"})])
 def test_eval_modes_print_their_figures(cascade, tmp_path, capsys, mode, keys):
     assert not (cascade / "judge.json").exists()  # a train.py folder: the shipped judge scores it
-    sample.main(["--checkpoints", str(cascade), "--eval", mode, "--num-samples", "2", "--steps", "2"])
+    evaluate.main([mode, "--checkpoints", str(cascade), "--num-samples", "2", "--steps", "2"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert keys <= set(result) and result["n"] == 2
     if mode == "animate":
@@ -1004,8 +1038,7 @@ def test_train_init_fine_tunes_a_checkpoint(cascade, tmp_path):
     out = tmp_path / "fine"
     shutil.copytree(cascade, out)
     train.main(["--stage", "interp", "--preset", "tiny", "--init", str(cascade), "--out", str(out), "--steps", "2",
-                "--batch-size", "2", "--frames", "6", "--sample-every", "0", "--warmup", "1", "--lr", "1e-2",
-                "--ema-decay", "0"])
+                "--recipe", "batch=2", "frames=6", "warmup=1", "lr=1e-2", "ema_decay=0", "--sample-every", "0"])
     meta = mav.checkpoint_meta(str(out), "interp")
     assert meta["step"] == 2 and meta["init_step"] == 3 and meta["video_step"] == 4
     before, _ = mav.load_checkpoint(str(cascade), "interp")
@@ -1073,12 +1106,19 @@ def test_ctrl_c_in_the_middle_of_a_step_then_resume_is_bit_exact(cache_dir, tmp_
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--warmup", "-1"], "--warmup must be >= 0"),
-    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--recipe", "warmup=-1"], "warmup, joint_images, min_snr, guidance >= 0"),
+    (["--recipe", "batch=0"], "batch, frames and lr must be positive"),
+    (["--recipe", "batch=2.5"], "'2.5' is not a int"),
+    (["--recipe", "speed=3"], "not FIELD=VALUE with FIELD one of batch, frames"),
+    (["--recipe", "lr"], "not FIELD=VALUE"),
+    (["--recipe", "frames=8"], "the image stage trains on single frames (frames=1)"),
+    (["--recipe", "joint_images=4"], "joint_images applies to the video stage"),
+    (["--recipe", "cooldown=1"], "cooldown and ema_decay must be in [0, 1)"),
     (["--time-limit", "-1"], "--time-limit must be a positive number"),
     (["--sample-every", "-1"], "--sample-every must be >= 0"),
-    (["--lr", "nan"], "--lr must be a positive number"),
-    (["--lr", "inf"], "--lr must be a positive number"),
+    (["--recipe", "lr=nan"], "every value must be a finite number"),
+    (["--recipe", "lr=inf"], "every value must be a finite number"),
+    (["--unlabeled"], "--unlabeled applies to the video stage"),
 ])
 def test_train_refuses_values_that_make_rubbish(capsys, argv, needle):
     expect_one_line_error(capsys, train.main, ["--stage", "image", *argv], needle)
@@ -1086,7 +1126,7 @@ def test_train_refuses_values_that_make_rubbish(capsys, argv, needle):
 
 def test_train_without_warmup(cache_dir, tmp_path):
     shutil.copytree(cache_dir, tmp_path / "w0")
-    tiny_image_run(tmp_path / "w0", 1, "--warmup", "0")
+    tiny_image_run(tmp_path / "w0", 1, "--recipe", "warmup=0")
     assert mav.checkpoint_meta(str(tmp_path / "w0"), "image")["step"] == 1
 
 
@@ -1163,8 +1203,8 @@ def test_a_broken_text_cache_is_rebuilt(cache_dir, tmp_path, capsys):
     path = mav.text_cache_path(str(tmp_path / "c"), mav.DEFAULT_TEXT_ENCODER)
     with open(path, "r+b") as fh:
         fh.truncate(100)
-    rebuilt = mav.TextCache.load_or_build(str(tmp_path / "c"))
-    assert "rebuilding it" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        rebuilt = mav.TextCache.load_or_build(str(tmp_path / "c"))
     original = mav.TextCache.load_or_build(str(cache_dir))
     assert torch.equal(rebuilt.text.pooled, original.text.pooled)
 
@@ -1172,21 +1212,23 @@ def test_a_broken_text_cache_is_rebuilt(cache_dir, tmp_path, capsys):
 # --- the laptop chain: every stage in one command (--stage all) ----------------
 
 def test_chain_splits_the_minutes_by_shares_and_passes_on_unused_time():
-    assert list(train.CHAIN) == ["image", "video", "interp", "sr"]  # the cascade's order
-    assert math.isclose(sum(recipe["share"] for recipe in train.CHAIN.values()), 1.0)
+    assert train.CHAIN == ["image", "video", "interp", "sr"]  # the cascade's order
+    share = lambda stage: mav.RECIPES[stage].share
+    assert math.isclose(sum(share(stage) for stage in train.CHAIN), 1.0)
     fresh = train.chain_budgets(60, {})
-    assert {stage: round(s) for stage, s in fresh.items()} == {
-        stage: round(3600 * recipe["share"]) for stage, recipe in train.CHAIN.items()}
+    assert {stage: round(s) for stage, s in fresh.items()} == {stage: round(3600 * share(stage))
+                                                               for stage in train.CHAIN}
     later = train.chain_budgets(60, {"image": 600.0})  # the image stage ended early: 840 s go to the rest
     assert list(later) == ["video", "interp", "sr"] and math.isclose(sum(later.values()), 3000)
-    assert math.isclose(later["video"] / later["sr"], train.CHAIN["video"]["share"] / train.CHAIN["sr"]["share"])
+    assert math.isclose(later["video"] / later["sr"], share("video") / share("sr"))
 
 
 def test_chain_stage_learning_rate_warms_up_then_cools_down_to_zero_by_its_time_budget():
     import time
     from types import SimpleNamespace
-    args = SimpleNamespace(lr=1e-3, warmup=10, steps=10 ** 9, cooldown=0.3)  # the chain: no step limit, a budget
-    run = SimpleNamespace(args=args, step=4, budget_s=100.0, t_start=time.time())
+    recipe = mav.Recipe(batch=1, frames=1, lr=1e-3, warmup=10, cooldown=0.3, min_snr=0, ema_decay=0.9)
+    args = SimpleNamespace(steps=10 ** 9)  # the chain: no step limit, a budget
+    run = SimpleNamespace(args=args, recipe=recipe, step=4, budget_s=100.0, t_start=time.time())
     run.progress = lambda: train.Trainer.progress(run)
     lr = lambda: train.Trainer.learning_rate(run)
     assert math.isclose(lr(), 5e-4)                         # warming up: step 5 of 10
@@ -1196,7 +1238,7 @@ def test_chain_stage_learning_rate_warms_up_then_cools_down_to_zero_by_its_time_
     assert math.isclose(lr(), 5e-4, rel_tol=0.02)           # 15% left of a 30% cool-down: half the rate
     run.t_start = time.time() - 120
     assert lr() == 0.0                                      # past the budget
-    run.args.cooldown, run.budget_s, run.args.steps, run.step = 0.0, None, 1000, 999
+    run.recipe, run.budget_s, run.args.steps, run.step = mav.replace(recipe, cooldown=0.0), None, 1000, 999
     assert lr() == 1e-3                                     # a single stage keeps its rate to the end
 
 
@@ -1222,21 +1264,20 @@ def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_
     printed = capsys.readouterr().out
     assert "done already: image" in printed and "chain done" in printed
     chain = mav.checkpoint_meta(str(out), "chain")
-    assert list(chain["done"]) == list(train.CHAIN) and chain["time_limit"] == 30
-    shares = {stage: recipe["share"] for stage, recipe in train.CHAIN.items()}
+    assert list(chain["done"]) == train.CHAIN and chain["time_limit"] == 30
+    shares = {stage: mav.RECIPES[stage].share for stage in train.CHAIN}
     budgets = chain["budgets"]  # seconds each stage was given: the stages before it ended early (--steps 3)
     assert math.isclose(budgets["image"], shares["image"] * 30 * 60, abs_tol=0.1)
     assert budgets["interp"] > shares["interp"] * 30 * 60 and budgets["sr"] > budgets["interp"]
     assert (out / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
     video, interp, sr = (mav.checkpoint_meta(str(out), stage) for stage in ("video", "interp", "sr"))
-    assert video["step"] == 3 and video["image_step"] == 3 and video["batch_size"] == train.CHAIN["video"]["batch_size"]
-    assert interp["video_step"] == 3 and sr["frames"] == train.CHAIN["sr"]["frames"]
-    assert video["min_snr"] == 5.0 and interp["min_snr"] is None and sr["min_snr"] is None  # the recipe is kept
-    assert sr["cooldown"] == train.COOLDOWN and sr["ema_decay"] == train.CHAIN_EMA_DECAY
+    assert video["step"] == 3 and video["image_step"] == 3 and interp["video_step"] == 3
+    for stage, meta in (("video", video), ("interp", interp), ("sr", sr)):  # each trained by its recipe
+        assert meta["recipe"] == mav.asdict(mav.RECIPES[stage]), stage
     assert mav.load_checkpoint(str(out), "sr")[0].cfg.noise_cond
     # the chain's guidance is recorded with the base models and is sample.py's default for them, not a rule
-    assert video["guidance"] == train.CHAIN_GUIDANCE and "guidance" not in sr
-    assert sample.parse_args(["--checkpoints", str(out)]).guidance == train.CHAIN_GUIDANCE
+    assert video["guidance"] == mav.RECIPES["video"].guidance == 7 and "guidance" not in sr
+    assert sample.parse_args(["--checkpoints", str(out)]).guidance == 7
     assert sample.parse_args(["--checkpoints", str(out), "--guidance", "2"]).guidance == 2.0
 
 
@@ -1245,8 +1286,8 @@ def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 1)  # a single-stage run, not a chain
     capsys.readouterr()
-    assert mav.checkpoint_meta(str(out), "image")["guidance"] == mav.GUIDANCE  # sampled at the common weight
-    assert sample.parse_args(["--checkpoints", str(out), "--stages", "image"]).guidance == mav.GUIDANCE
+    assert mav.checkpoint_meta(str(out), "image")["guidance"] == mav.RECIPES["image"].guidance  # one recipe
+    assert sample.parse_args(["--checkpoints", str(out), "--stages", "image"]).guidance == mav.RECIPES["image"].guidance
     expect_one_line_error(capsys, tiny_chain, out, "already holds image.json: continue that chain with --resume")
     with pytest.raises(SystemExit) as exit_info:
         tiny_chain(out, "--resume")
@@ -1257,19 +1298,20 @@ def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         tiny_chain(out, "--resume")
     assert "has preset 'small', not 'tiny'" in capsys.readouterr().err
-    for flag in (["--lr", "1e-3"], ["--batch-size", "2"], ["--init", "checkpoints"], ["--bench"]):
+    for flag in (["--recipe", "lr=1e-3"], ["--init", "checkpoints"], ["--unlabeled"]):
         expect_one_line_error(capsys, train.main, ["--stage", "all", *flag],
-                              f"{flag[0]} applies to one stage: --stage all trains by its recipe")
+                              f"{flag[0]} applies to one stage: --stage all trains every stage by its recipe")
 
 
 # --- which weights are temporal, and their names in older checkpoints -----------
 
-def test_freeze_spatial_trains_exactly_the_temporal_weights(trained, tmp_path):
+def test_unlabeled_trains_exactly_the_temporal_weights(trained, tmp_path):
     out = tmp_path / "frozen"
     shutil.copytree(trained, out)
     args = train.parse_args(["--stage", "video", "--preset", "tiny", "--out", str(out), "--overwrite", "--steps", "2",
-                             "--batch-size", "2", "--frames", "8", "--unlabeled", "--sample-every", "0"])
-    trainer = train.Trainer(args)
+                             "--recipe", "batch=2", "frames=8", "--unlabeled", "--sample-every", "0"])
+    assert args.recipe.joint_images == 0  # no text, so no joint images with prompts
+    trainer = train.Trainer(args, "video", args.recipe)
     trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
     image_names = set(mav.load_checkpoint(str(out), "image")[0].state_dict())
     assert trainable and trainable == {name for name, _ in trainer.model.named_parameters()} - image_names
@@ -1290,3 +1332,80 @@ def test_checkpoints_that_name_the_stride_embedding_fps_embed_still_load(trained
     save_file(old, folder / "video.safetensors")
     model = mav.load_checkpoint(str(folder), "video")[0]
     assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items())
+
+
+@pytest.mark.parametrize("folder,legacy", [("checkpoints", True), ("checkpoints/cpu", False)])
+def test_the_shipped_checkpoints_load_and_run(folder, legacy):
+    """Every shipped network loads as the class §7 and §8 expect (the GPU-trained interp and SR in their old,
+    whole-frame format) and makes finite output of the right shape from its inputs."""
+    folder = os.path.join(HERE, folder)
+    text, logsnr = fake_text(1), torch.zeros(1)
+    for stage, shape, cond in (("image", (1, 1, 32, 32), None), ("video", (1, 1, 3, 32, 32), None),
+                               ("interp", (1, 1, 3, 32, 32), 3), ("sr", (1, 1, 2, 64, 64), 1)):
+        model, meta = mav.load_checkpoint(folder, stage)
+        old = legacy and stage in ("interp", "sr")
+        assert isinstance(model, mav.WholeFrameUNet) == old and model.cfg.residual == (stage in ("interp", "sr")
+                                                                                        and not old)
+        x = torch.randn(shape)
+        kw = dict(cond=torch.randn(1, cond, *shape[2:])) if cond else {}
+        kw.update(stride=torch.ones(1)) if len(shape) == 5 else None
+        kw.update(aug=torch.zeros(1)) if stage == "sr" else None
+        with torch.no_grad():
+            v = model(x, logsnr, text, **kw)
+        assert v.shape == x.shape and v.isfinite().all(), stage
+    if legacy:
+        assert evaluate.load_judge(folder).cfg == evaluate.JudgeConfig(**mav.checkpoint_meta(folder, "judge")["config"])
+
+
+def test_an_old_whole_frame_network_is_sampled_as_before(cache):
+    """§7 and §8 treat every network as one that makes the difference to a guess; an old one counts its guess 0,
+    starts from pure noise and never sees the blend channel: exactly the old sampling, step for step."""
+    cfg = mav.replace(TINY, temporal=True, cond_channels=2, residual=False)
+    old = randomized(mav.network(mav.asdict(cfg))).eval()
+    assert isinstance(old, mav.WholeFrameUNet)
+    mask = (torch.arange(6) % 5 == 0)[None]
+    known = (torch.rand(1, 1, 6, 32, 32) * 2 - 1) * mask[:, None, :, None, None]
+    text, null = cache(torch.tensor([3])), cache(torch.tensor([mav.NULL_PROMPT]))
+    plain = lambda x, logsnr, text, stride=None, cond=None: mav.UNet.forward(old, x, logsnr, text, stride, cond)
+    before = mav.sample(plain, known.shape, text, null, steps=3, generator=torch.Generator().manual_seed(0),
+                        stride=torch.full((1,), 0.2), cond=torch.cat([known, mask[:, None, :, None, None].float()
+                                                                      .expand_as(known)], dim=1))
+    now = mav.interpolate(old, known[:, :, ::5], text, null, steps=3, guidance=mav.GUIDANCE,
+                          generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.where(mask[:, None, :, None, None], known, before), now)
+
+
+RESUME_RECIPES = {"image": ["batch=4"], "video": ["batch=1", "frames=4", "joint_images=2"],
+                  "interp": ["batch=1", "frames=6"], "sr": ["batch=1", "frames=2"], "judge": ["batch=8"]}
+
+
+@pytest.mark.parametrize("stage", list(RESUME_RECIPES))
+def test_every_stage_resumes_bit_exactly(cascade, tmp_path, stage):
+    """3 steps, stop, --resume to 5 == 5 steps in one go: the same weights, EMA and optimizer state, bit for bit,
+    whatever the stage draws (clips, masks, noise levels, joint images)."""
+    for name in ("once", "twice"):
+        shutil.copytree(cascade, tmp_path / name)
+    run = lambda name, steps, *extra: train.main(["--stage", stage, "--preset", "tiny", "--out", str(tmp_path / name),
+                                                  "--steps", str(steps), "--recipe", *RESUME_RECIPES[stage],
+                                                  "--sample-every", "0", "--save-every", "2", *extra])
+    run("once", 5, "--overwrite")
+    run("twice", 3, "--overwrite")
+    run("twice", 5, "--resume")
+    a, b = (torch.load(tmp_path / name / f"{stage}-train.pt", weights_only=False) for name in ("once", "twice"))
+    assert a["step"] == b["step"] == 5
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    for i, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"]), i
+
+
+def test_the_time_limit_stops_and_saves_a_run_that_resumes(cache_dir, tmp_path, capsys):
+    out = tmp_path / "timed"
+    shutil.copytree(cache_dir, out)
+    tiny_image_run(out, 300, "--time-limit", "0.001")  # 0.06 s: it stops after a step or two, far before 300
+    step = mav.checkpoint_meta(str(out), "image")["step"]
+    assert 1 <= step < 300 and "done:" in capsys.readouterr().out
+    assert torch.load(out / "image-train.pt", weights_only=False)["step"] == step
+    tiny_image_run(out, step + 2, "--resume")
+    assert mav.checkpoint_meta(str(out), "image")["step"] == step + 2

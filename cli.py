@@ -1,0 +1,236 @@
+"""
+What the scripts share that is not the method: the hardware, the command line, and files.
+
+mav.py is Make-A-Video and nothing else; train.py, sample.py, evaluate.py and bench.py need more around it:
+
+  Hardware   which device, and which precision it runs natively
+  Errors     bad input ends with one line on stderr and exit code 2, never a traceback
+  Files      pictures and videos read and written (GIF, MP4, PNG), output paths checked before any work;
+             pictures from outside made like the training frames
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import mav
+
+# --- hardware -----------------------------------------------------------------
+# Device and precision are chosen from the hardware, not assumed: bf16 autocast is faster than fp32
+# where the CPU has bf16 instructions (AVX512-BF16 or AMX) and many times *slower* where it has not
+# (AVX2 only, most laptops): there oneDNN emulates it (BENCHMARKS.md). CUDA GPUs from Ampere on run it.
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA, then Apple's MPS, then the CPU; any other name as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX in the CPU, and oneDNN allowed to use them (ONEDNN_MAX_CPU_ISA=AVX2 forbids it).
+    torch answers with private helpers: if they are gone, assume no (fp32 is never the slow choice)."""
+    try:
+        in_cpu = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(in_cpu and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose_precision(device: torch.device, requested: str = "auto") -> tuple[str, str]:
+    """-> ("bf16" or "fp32", why): 'auto' takes bf16 where the device runs it natively, fp32 elsewhere;
+    an explicit choice is kept, and its why warns when bf16 will be emulated."""
+    if device.type == "cuda":
+        native, where = torch.cuda.is_bf16_supported(), "this GPU"
+    elif device.type == "cpu":
+        native, where = cpu_has_native_bf16(), "this CPU"
+    else:  # MPS: bf16 autocast is not measured here, fp32 always works
+        native, where = False, device.type
+    lacks = f"{where} has no native bf16" if device.type in ("cpu", "cuda") else f"bf16 on {where} is untested"
+    if requested == "auto":
+        return ("bf16", f"{where} has native bf16") if native else ("fp32", lacks)
+    if requested == "bf16" and not native:
+        return "bf16", f"requested; warning: {lacks}, so bf16 is emulated and many times slower than fp32"
+    return requested, "requested"
+
+
+def add_device_arguments(group):
+    """--device and --precision, the same in every script (resolved by device_and_precision). -> group"""
+    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
+    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                       help="autocast precision; auto: bf16 where the device runs it natively (CUDA, a CPU with "
+                            "AVX512-BF16 or AMX), else fp32")
+    return group
+
+
+def device_and_precision(device_name: str, precision: str, error) -> tuple[str, str, str]:
+    """The scripts' --device and --precision, checked (bad ones go to `error`, one line) and resolved
+    -> (device, precision, why)."""
+    try:
+        device = choose_device(device_name)
+    except RuntimeError:
+        error(f"--device {device_name!r}: not a device; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        error(f"--device {device_name}: CUDA is not available here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        error(f"--device {device_name}: MPS is not available here")
+    if device.type not in ("cpu", "cuda", "mps"):
+        error(f"--device {device_name}: only cpu, cuda and mps are supported")
+    return (str(device), *choose_precision(device, precision))
+
+
+def autocast(device, precision: str):
+    """bf16 autocast on the device's own type (cuda, cpu, mps), or nothing for fp32."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# --- errors ---------------------------------------------------------------------
+
+def die(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each default once: not where the help text already says it, nor None / off."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit code 2)."""
+
+    def error(self, message):
+        die(f"{message} (see {self.prog} --help)")
+
+
+class InputError(Exception):
+    """A file given or named on the command line that cannot be used; its message is one line."""
+
+
+# --- files ----------------------------------------------------------------------
+
+def video_grid(videos: torch.Tensor, pad: int = 2, cols: int | None = None) -> np.ndarray:
+    """videos (n f h w) in [0, 1] -> uint8 frames (f H W), tiled row by row with grey borders."""
+    n, f, h, w = videos.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.full((f, rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = videos[i]
+    return (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def read_frames(path: str) -> torch.Tensor:
+    """An image (PNG, JPEG, ...: one frame) or a video (GIF, MP4: every frame) -> (f h w) in [0, 1],
+    grayscale by luminance (transparent pixels count as black)."""
+    import imageio.v3 as iio
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():  # imageio's plugins complain while they try a file that is no picture
+            warnings.simplefilter("ignore")
+            is_batch = iio.improps(path, index=None).is_batch
+            pixels = np.asarray(iio.imread(path, index=None))
+    except Exception as e:
+        raise InputError(f"cannot read {path} as an image or a video ({type(e).__name__})") from None
+    if not is_batch:
+        pixels = pixels[None]
+    if pixels.ndim not in (3, 4) or pixels.size == 0:
+        raise InputError(f"cannot read {path}: unexpected pixel array of shape {pixels.shape}")
+    scale = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else 1.0
+    x = torch.from_numpy(pixels.astype(np.float32) / scale)
+    if x.ndim == 4:  # f h w channels
+        gray = x[..., :3] @ torch.tensor([0.299, 0.587, 0.114]) if x.shape[-1] >= 3 else x[..., 0]
+        x = gray * x[..., -1] if x.shape[-1] in (2, 4) else gray  # the last channel is alpha
+    return x.clamp(0, 1)
+
+
+VIDEO_EXTS, IMAGE_EXTS = (".gif", ".mp4"), (".png",)
+
+
+def check_output_path(path: str, extensions: tuple) -> str:
+    """Refuse (InputError, one line) an output path that could not be written, before any work is done:
+    a wrong or missing extension, a folder, a place that cannot be written. Creates its folder."""
+    if os.path.isdir(path):
+        raise InputError(f"--out {path}: is a folder")
+    if os.path.splitext(path)[1].lower() not in extensions:
+        raise InputError(f"--out {path}: the file name must end in {' or '.join(extensions)}")
+    existed = os.path.exists(path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise InputError(f"--out {path}: cannot write there ({e.strerror})") from None
+    if not existed:
+        os.remove(path)
+    return path
+
+
+def write_video(path: str, frames: np.ndarray, fps: float, scale: int = 1):
+    """uint8 frames (f h w) -> a looping GIF, an MP4 (by extension), or a PNG for one frame."""
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ext = os.path.splitext(path)[1].lower()
+    final, path = path, os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.getpid()}.partial{ext}")
+    try:
+        _write_frames(path, ext, frames, fps)
+        os.replace(path, final)  # whole, or not at all (Ctrl-C, a full disk)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _write_frames(path: str, ext: str, frames: np.ndarray, fps: float):
+    import imageio.v2 as imageio  # imported here: only the scripts that write files need it
+    if ext == ".png":
+        assert len(frames) == 1, "a PNG holds one frame"
+        imageio.imwrite(path, frames[0])
+    elif ext == ".mp4":
+        h, w = frames.shape[1:]  # H.264 wants even sides
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2)))
+        with imageio.get_writer(path, fps=fps, macro_block_size=1, codec="libx264", quality=8) as out:
+            for frame in frames:
+                out.append_data(np.stack([frame] * 3, axis=-1))
+    else:
+        imageio.mimwrite(path, list(frames), duration=1000 / fps, loop=0)
+
+
+# --- pictures from outside, made like the training frames -----------------------------------
+
+def fit_frames(frames: torch.Tensor, size: int = mav.BASE) -> torch.Tensor:
+    """Outside pictures (f h w) in [0, 1], any size -> (f size size), made the way the training frames are:
+    centre-cropped to a square, resized to the 64² canvas, then area-downsampled."""
+    h, w = frames.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = frames[:, None, top:top + side, left:left + side].float()
+    resize = dict(mode="area") if side > mav.CANVAS else dict(mode="bilinear", align_corners=False)
+    canvas = F.interpolate(square, size=(mav.CANVAS, mav.CANVAS), **resize)
+    return mav.area_downsample(canvas.clamp(0, 1), size)[:, 0]
+
+
+def unlike_training_frames(frames: torch.Tensor) -> str | None:
+    """Why pictures (f h w) in [0, 1] do not look like Moving MNIST frames (white digits on black), or None."""
+    mean, lit = frames.mean().item(), (frames > 0.5).float().mean().item()
+    if mean > 0.3 or lit > 0.4:
+        return (f"mean brightness {mean:.2f} and {lit:.0%} bright pixels, where Moving MNIST frames are white "
+                f"digits on black (about 0.05 and 5%)")
+    return None

@@ -1,0 +1,423 @@
+"""
+Score the cascade: the judge's figures of its videos, and each stage beside a simple baseline.
+
+    python evaluate.py                        # 100 videos: judge scores beside real clips and the image model
+    python evaluate.py --checkpoints checkpoints/cpu --stages base
+    python evaluate.py interp                 # PSNR on held-out clips vs linear blending
+    python evaluate.py sr                     # PSNR on held-out clips vs bicubic
+    python evaluate.py animate | between | variation   # sample.py's picture modes on held-out clips
+
+Each prints one JSON line; `videos` also writes a GIF of its first 16 videos, their prompts and the JSON
+(output/eval_<stages>.gif, .txt, .json). What the figures mean: docs/EVALUATION.md. The judge that reads the
+videos is defined here too, and trained like the cascade's networks: python train.py --stage judge.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from tqdm import tqdm
+
+import cli
+import mav
+import sample
+
+# --- the judge, and what it reads off a video ----------------------------------------------
+# The paper scores with FVD and CLIP similarity; on Moving MNIST we can ask the
+# question directly: does the video show the two digits its prompt names, and
+# do they stay the same digits as they move? A small CNN, the judge, is
+# trained on real single frames (training digits only) to say, for each digit
+# class, how many copies (0, 1 or 2) a 32x32 frame holds. The pair a frame
+# shows is the unordered pair with the highest joint probability under those
+# counts. Light augmentation (intensity, noise, blur) lets it read imperfect
+# generated frames fairly; 64² frames are area-downsampled first, so one judge
+# scores every stage.
+#
+# From the per-frame reads (score_videos):
+#   adherence       the video's majority pair equals the prompt's pair
+#   frame_accuracy  a frame's pair equals the prompt's pair
+#   consistency     fraction of a video's frames that agree with its majority
+#   switch_rate     consecutive frames whose read pair differs (identity kept?)
+#   motion          mean |x(t+1) − x(t)| over pixels in [0, 1] (0: a still)
+#   motion_lag_ratio  motion ÷ mean |x(t+8) − x(t)|: smooth motion ≪ 1,
+#                   a flickering slideshow ≈ 1
+#   fd              Fréchet distance between judge features of the frames and
+#                   of real held-out frames
+# A majority vote alone cannot tell 16 unrelated frames from a video; the
+# switch rate and the lag ratio can.
+
+PAIRS = [(a, b) for a in range(10) for b in range(a, 10)]  # the 55 unordered digit pairs
+
+
+def pair_counts(pairs: torch.Tensor) -> torch.Tensor:
+    """(n 2) digit pairs -> (n 10) how many of each digit."""
+    return F.one_hot(pairs, 10).sum(1)
+
+
+PAIR_COUNTS = pair_counts(torch.tensor(PAIRS))  # 55 10
+
+
+def pair_index(pairs: torch.Tensor) -> torch.Tensor:
+    """(n 2) digit pairs, any order -> (n,) index into PAIRS."""
+    a, b = pairs.min(1).values, pairs.max(1).values
+    return a * 10 - a * (a - 1) // 2 + (b - a)
+
+
+@dataclass
+class JudgeConfig:
+    width: int = 32       # channels of the first block (x2, x4 in the next two)
+    features: int = 128   # width of the feature vector (what the Fréchet distance compares)
+
+
+class Judge(mav.Model):
+    """A 32² frame -> for each digit class, the logits of it appearing 0, 1 or 2 times."""
+
+    def __init__(self, cfg: JudgeConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        block = lambda i, o: [nn.Conv2d(i, o, 3, padding=1), mav.group_norm(o), nn.SiLU(),
+                              nn.Conv2d(o, o, 3, padding=1), mav.group_norm(o), nn.SiLU(), nn.MaxPool2d(2)]
+        self.body = nn.Sequential(*block(1, w), *block(w, 2 * w), *block(2 * w, 4 * w),   # 32 -> 4
+                                  nn.Flatten(), nn.Linear(4 * w * 16, cfg.features), nn.SiLU())
+        self.head = nn.Linear(cfg.features, 10 * 3)
+
+    def features(self, frames):  # (n 1 32 32) in [0, 1] -> (n features)
+        return self.body(frames * 2 - 1)
+
+    def forward(self, frames):   # -> (n 10 3) logits
+        return rearrange(self.head(self.features(frames)), 'n (d k) -> n d k', k=3)
+
+    @torch.no_grad()
+    def read(self, frames, batch: int = 1024):
+        """(n 1 h w) in [0, 1], 32² or 64² -> (pair index (n,), features (n feat))."""
+        if frames.shape[-1] != mav.BASE:
+            frames = mav.area_downsample(frames)
+        device = next(self.parameters()).device
+        pairs, feats = [], []
+        onehot = F.one_hot(PAIR_COUNTS, 3).float().to(device)                       # 55 10 3
+        for chunk in frames.split(batch):
+            f = self.features(chunk.to(device))
+            logp = self.head(f).view(-1, 10, 3).float().log_softmax(-1)
+            pairs.append(torch.einsum('ndk,pdk->np', logp, onehot).argmax(1).cpu())  # most likely pair
+            feats.append(f.float().cpu())
+        return torch.cat(pairs), torch.cat(feats)
+
+
+def augment(frames: torch.Tensor) -> torch.Tensor:
+    """Judge training: random intensity, slight blur and noise on (n 1 h w) frames in [0, 1]."""
+    n = len(frames)
+    gain = 0.6 + 0.6 * torch.rand(n, 1, 1, 1, device=frames.device)
+    k = torch.tensor([1.0, 2.0, 1.0], device=frames.device)
+    kernel = (k[:, None] * k[None]) / 16
+    blurred = F.conv2d(F.pad(frames, (1, 1, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 3))
+    blur = (torch.rand(n, 1, 1, 1, device=frames.device) < 0.5).float() * torch.rand(n, 1, 1, 1, device=frames.device)
+    x = (frames * (1 - blur) + blurred * blur) * gain
+    x = x + torch.randn_like(x) * 0.08 * torch.rand(n, 1, 1, 1, device=frames.device)
+    return x.clamp(0, 1)
+
+
+def judge_loss(judge: Judge, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the digit counts, for frames (n 1 32 32) in [0, 1] and labels (n 2)."""
+    logits = judge(frames)
+    return F.cross_entropy(logits.reshape(-1, 3).float(), pair_counts(labels).reshape(-1))
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||μa − μb||² + tr(Σa + Σb − 2 (Σa Σb)^½) between feature sets (n d), in float64."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(cov_a)
+    root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()  # tr (Σa Σb)^½
+    return ((mu_a - mu_b) ** 2).sum().item() + (cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def score_videos(judge: Judge, videos: torch.Tensor, pairs: torch.Tensor, real_features=None) -> dict:
+    """videos (n f h w) in [0, 1], prompt pairs (n 2) -> the figures above (fd if real_features given)."""
+    n, f = videos.shape[:2]
+    read, feats = judge.read(rearrange(videos, 'n f h w -> (n f) 1 h w'))
+    read = read.view(n, f).cpu()
+    target = pair_index(pairs.cpu())
+    majority = read.mode(dim=1).values
+    diff = lambda lag: (videos[:, lag:] - videos[:, :-lag]).abs().mean().item()
+    result = {
+        "adherence": (majority == target).float().mean().item(),
+        "frame_accuracy": (read == target[:, None]).float().mean().item(),
+        "consistency": (read == majority[:, None]).float().mean().item(),
+        "switch_rate": (read[:, 1:] != read[:, :-1]).float().mean().item(),
+        "motion": diff(1),
+        "motion_lag_ratio": diff(1) / max(diff(8), 1e-8) if f > 8 else float("nan"),
+        "n": n,
+    }
+    if real_features is not None:
+        result["fd"] = frechet_distance(feats, real_features)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, feats
+
+
+def judge_accuracy(judge: Judge, videos: int = 200, frames: int = 16, seed: int = 0, device="cpu") -> dict:
+    """The judge on real held-out clips: pair accuracy per frame and per video (majority vote)."""
+    video, labels = mav.MovingMNIST("test", device).sample(videos, frames, generator=torch.Generator(device).manual_seed(seed))
+    scores, _ = score_videos(judge.eval(), mav.area_downsample(video)[:, 0], labels)
+    return {"frame_accuracy": scores["frame_accuracy"], "video_accuracy": scores["adherence"]}
+
+
+
+
+def load_judge(folder: str, device="cpu") -> Judge:
+    """The judge of a checkpoint folder, or the shipped one where the folder has none of its own (a train.py
+    run's folder, say). A one-line error where neither can be read."""
+    if not os.path.exists(os.path.join(folder, "judge.json")):
+        folder = sample.SHIPPED
+    try:
+        return mav.load_checkpoint(folder, "judge", device, build=lambda config: Judge(JudgeConfig(**config)))[0]
+    except mav.CheckpointError as e:
+        cli.die(str(e))
+
+
+MODES = ["videos", "interp", "sr", "animate", "between", "variation"]
+
+
+def parse_args(argv=None):
+    p = cli.ArgumentParser(description="Score the Make-A-Video cascade on seeded prompts and held-out clips.",
+                           formatter_class=cli.HelpFormatter)
+    p.add_argument("what", nargs="?", default="videos", choices=MODES,
+                   help="videos: judge scores of the cascade's samples beside real held-out clips and the image "
+                        "model frame by frame; interp / sr: PSNR on held-out clips beside a simple baseline; "
+                        "animate / between / variation: sample.py's picture modes on held-out clips")
+    p.add_argument("--num-samples", type=int, default=None, help="videos or clips scored (default interp / sr 32, "
+                                                                 "the others 100)")
+    p.add_argument("--seed", type=int, default=0, help="prompts and clips are drawn from it")
+    p.add_argument("--out", default=None, help="videos: the GIF of the first 16 (default output/eval_<stages>.gif)")
+    sample.add_cascade_arguments(p.add_argument_group("the cascade"), stages_help="videos: comma-separated subset "
+                                 "of base,interp,sr (default: every stage with a checkpoint)")
+    cli.add_device_arguments(p.add_argument_group("hardware"))
+    args = p.parse_args(argv)
+    args.num_samples = args.num_samples or {"interp": 32, "sr": 32}.get(args.what, 100)
+    sample.check_cascade(p, args, needs_base=args.what == "videos")
+    if args.what == "videos" and args.out:
+        try:
+            cli.check_output_path(args.out, cli.VIDEO_EXTS)
+        except cli.InputError as e:
+            p.error(str(e))
+    args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
+    return args
+
+
+def seeded_text(cache, labels, g, device):
+    """Prompts naming `labels`, each digit a numeral or a word, and as many empty prompts."""
+    n = len(labels)
+    return cache(mav.prompt_ids(labels, g)).to(device), cache(torch.full((n,), mav.NULL_PROMPT)).to(device)
+
+
+def evaluate_videos(args):
+    """Judge scores of the cascade's samples, beside real held-out clips (the ceiling) and the
+    image model sampled frame by frame with independent noise (the baseline)."""
+    stages = sample.choose_stages(args)
+    models = sample.load_models(args, stages)
+    judge = load_judge(args.checkpoints, args.device)
+    n, chunk = args.num_samples, 16
+    g = torch.Generator().manual_seed(args.seed)
+    labels = torch.randint(10, (n, 2), generator=g)
+    ids = mav.prompt_ids(labels, g)
+    cache = sample.text_cache(args, models)
+    text, null = cache(ids).to(args.device), cache(torch.full((n,), mav.NULL_PROMPT)).to(args.device)
+    t0 = time.time()
+    with cli.autocast(args.device, args.precision):
+        made = [sample.cascade(args, models, stages, text[i:i + chunk], null[i:i + chunk], g, quiet=True)
+                for i in tqdm(range(0, n, chunk), desc=f"sampling {n} videos ({'+'.join(stages)})", leave=False)]
+    fps = made[0][1]
+    videos = torch.cat([mav.to_pixels(x)[:, 0] for x, _ in made]).cpu()
+    seconds = time.time() - t0
+    result = {"stages": "+".join(stages), "n": n, "frames": videos.shape[1], "size": videos.shape[-1],
+              "steps": args.steps, "guidance": args.guidance}
+    figures, real_features = judge_figures(args, judge, videos, labels, "interp" in stages)
+    result.update(figures)
+    if os.path.exists(os.path.join(args.checkpoints, "image.json")):  # 16 unrelated frames per "video"
+        result["baseline"] = image_model_baseline(args, judge, text, null, labels, g, real_features)
+    result["seconds"] = round(seconds, 1)
+    out = args.out or os.path.join("output", f"eval_{'_'.join(stages)}.gif")
+    cli.write_video(out, cli.video_grid(videos[:16]), fps=fps)
+    with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
+        fh.write("\n".join(cache.prompts[i] for i in ids[:16].tolist()) + "\n")
+    with open(os.path.splitext(out)[0] + ".json", "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(json.dumps(result))
+
+
+def judge_figures(args, judge, videos, labels, interp: bool) -> tuple[dict, torch.Tensor]:
+    """The judge's figures of `videos` (n f h w) at the base rate (and the full rate, after interp), beside
+    real held-out clips at the same rate and size (the ceiling); FD against another draw of real clips
+    (whose judge features are returned too)."""
+    n = len(videos)
+    base_rate = lambda v: v[:, ::mav.INTERP_FACTOR] if interp else v  # temporal figures comparable across stages
+    data = mav.MovingMNIST("test")
+
+    def real(seed):
+        v, lab = data.sample(n, frames=videos.shape[1], stride=1 / mav.INTERP_FACTOR if interp else 1.0,
+                             generator=torch.Generator().manual_seed(seed))
+        return (v if videos.shape[-1] == mav.CANVAS else mav.area_downsample(v))[:, 0], lab
+
+    reference = base_rate(real(args.seed + 2)[0])
+    _, ref_feats = judge.read(reference.reshape(-1, 1, *reference.shape[-2:]))
+    score = lambda v, lab: score_videos(judge, v, lab, ref_feats)[0]
+    result = score(base_rate(videos), labels)
+    if interp:  # the same figures at the full frame rate
+        result["full_rate"] = score(videos, labels)
+    ceiling, ceiling_labels = real(args.seed + 1)
+    result["ceiling"] = score(base_rate(ceiling), ceiling_labels)
+    return result, ref_feats
+
+
+def image_model_baseline(args, judge, text, null, labels, g, real_features, chunk=16) -> dict:
+    """The image model's frames, drawn independently (16 per prompt), scored as videos."""
+    image_model, f, n = sample.load(args, "image")[0], args.frames, len(labels)
+    per_frame = lambda t: t[torch.arange(len(t)).repeat_interleave(f)]
+    with cli.autocast(args.device, args.precision):
+        frames = [mav.sample(image_model, (len(t) * f, 1, mav.BASE, mav.BASE), per_frame(t), per_frame(u),
+                             steps=args.steps, guidance=args.guidance, sampler=args.sampler, generator=g)
+                  for t, u in ((text[i:i + chunk], null[i:i + chunk]) for i in range(0, n, chunk))]
+    videos = mav.to_pixels(torch.cat(frames).float()).view(n, f, mav.BASE, mav.BASE).cpu()
+    return score_videos(judge, videos, labels, real_features)[0]
+
+
+def in_chunks(fn, n: int, size: int, *tensors):
+    """Run fn on slices of the batch (the first dim of every tensor and Text), then concatenate."""
+    return torch.cat([fn(*(t[i:i + size] for t in tensors)) for i in range(0, n, size)])
+
+
+def evaluate_stage(args):
+    """PSNR of interp or SR on held-out clips against the truth, beside its simple baseline."""
+    stage = args.what
+    model, meta = sample.load(args, stage)
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    n, dev = args.num_samples, args.device
+    g = torch.Generator().manual_seed(args.seed)
+    data = mav.MovingMNIST("test")  # held-out digits only
+    t0 = time.time()
+    if stage == "interp":  # 76 true frames at 5x the rate; every 5th is given, 60 are made
+        video, labels = data.sample(n, frames=(args.frames - 1) * mav.INTERP_FACTOR + 1,
+                                    stride=1.0 / mav.INTERP_FACTOR, generator=g)
+        truth = mav.to_model(mav.area_downsample(video)).to(dev)
+        known = truth[:, :, ::mav.INTERP_FACTOR]
+        text, null = seeded_text(cache, labels, g, dev)
+        made = in_chunks(lambda k, t, u: mav.interpolate(model, k, t, u, steps=args.interp_steps,
+                                                         sampler=args.sampler, generator=g), n, 8, known, text, null)
+        baseline = mav.linear_blend(known)
+        between = torch.arange(truth.shape[2]) % mav.INTERP_FACTOR != 0
+        score = lambda x: mav.psnr(mav.to_pixels(x[:, :, between]).cpu(), mav.to_pixels(truth[:, :, between]).cpu())
+        names = ("psnr", "psnr_linear_blend")
+        extra = {"frames": int(truth.shape[2]), "in_between_frames": int(between.sum()), "steps": args.interp_steps}
+    else:  # 64² truth, its 32² area-downsampled version in, 64² out
+        video, labels = data.sample(n, frames=args.frames, generator=g)
+        truth = mav.to_model(video).to(dev)
+        low = mav.to_model(mav.area_downsample(video)).to(dev)
+        text, null = seeded_text(cache, labels, g, dev)
+        made = in_chunks(lambda lo, t, u: mav.super_resolve(model, lo, t, u, framewise=args.sr == "framewise",
+                                                            steps=args.sr_steps, sampler=args.sampler, generator=g),
+                         n, 4, low, text, null)
+        f = low.shape[2]
+        bicubic = F.interpolate(rearrange(low, 'b c f h w -> (b f) c h w'), scale_factor=mav.SR_SCALE,
+                                mode="bicubic", align_corners=False)
+        baseline = rearrange(bicubic, '(b f) c h w -> b c f h w', f=f).clamp(-1, 1)
+        score = lambda x: mav.psnr(mav.to_pixels(x).cpu(), mav.to_pixels(truth).cpu())
+        names = ("psnr", "psnr_bicubic")
+        extra = {"frames": f, "mode": args.sr, "steps": args.sr_steps}
+    result = {"eval": stage, "n": n, names[0]: round(score(made).mean().item(), 2),
+              names[1]: round(score(baseline).mean().item(), 2), **extra, "preset": meta.get("preset"),
+              "trained_steps": meta.get("step"), "seconds": round(time.time() - t0, 1)}
+    print(json.dumps(result))
+
+
+def evaluate_modes(args):
+    """animate | between | variation on real held-out clips (base rate, 32²), each beside a baseline:
+      animate    the first frame of a clip + its prompt -> judge scores and motion (mean |frame t+1 - frame t|),
+                 beside the real clips and the first frame held still
+      between    its first and last frames -> PSNR of the made middle frames against the true ones,
+                 beside a linear cross-fade of the two ends
+      variation  the clip with a prompt naming other digits, at strength 0.4 / 0.6 / 0.8 / 1 -> adherence to
+                 the new prompt, to the clip's own digits, and PSNR to the input: the trade-off, row by row"""
+    mode = args.what
+    model, meta = sample.load(args, "base" if mode == "variation" else "interp")
+    judge = load_judge(args.checkpoints, args.device)
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    n, dev, f = args.num_samples, args.device, args.frames
+    g = torch.Generator().manual_seed(args.seed)
+    video, labels = mav.MovingMNIST("test").sample(n, frames=f, generator=g)  # held-out digits only
+    real = mav.to_model(mav.area_downsample(video)).to(dev)                  # n 1 f 32 32
+    null = cache(torch.full((n,), mav.NULL_PROMPT)).to(dev)
+    pixels = lambda x: mav.to_pixels(x.float())[:, 0].cpu()                 # n f h w in [0, 1]
+    fp32 = lambda: torch.autocast(torch.device(dev).type, enabled=False)  # the judge reads as in `videos`
+
+    def score(x, lab):
+        with fp32():
+            return score_videos(judge, pixels(x), lab)[0]
+    psnr = lambda x, y: round(mav.psnr(pixels(x), pixels(y)).mean().item(), 2)
+    kw = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, generator=g)
+    t0 = time.time()
+    result = {"eval": mode, "n": n, "frames": f, "steps": args.steps, "guidance": args.guidance}
+    with cli.autocast(args.device, args.precision):
+        if mode == "variation":
+            result["rows"] = variation_rows(model, cache, real, labels, null, score, psnr, g, **kw)
+        else:
+            text = cache(mav.prompt_ids(labels, g)).to(dev)
+            result.update(animated_figures(mode, model, real, labels, text, null, score, psnr, **kw))
+    result.update(preset=meta.get("preset"), trained_steps=meta.get("step"), seconds=round(time.time() - t0, 1))
+    print(json.dumps(result))
+
+
+def animated_figures(mode, model, real, labels, text, null, score, psnr, **kw) -> dict:
+    """animate: the clips made from their first frames; between: from their first and last frames."""
+    n, f = len(real), real.shape[2]
+    if mode == "animate":
+        made = in_chunks(lambda first, t, u: mav.animate(model, first, t, u, frames=f, **kw),
+                         n, 16, real[:, :, 0], text, null)
+        return dict(animated=score(made, labels), real=score(real, labels),
+                    still=score(real[:, :, :1].expand_as(real), labels))
+    made = in_chunks(lambda first, last, t, u: mav.animate(model, first, t, u, frames=f, last=last, **kw),
+                     n, 16, real[:, :, 0], real[:, :, -1], text, null)
+    w = torch.linspace(0, 1, f, device=real.device).view(1, 1, f, 1, 1)
+    blend = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
+    middle = slice(1, f - 1)
+    per_frame = lambda x: [psnr(x[:, :, i:i + 1], real[:, :, i:i + 1]) for i in range(1, f - 1)]
+    return dict(psnr=psnr(made[:, :, middle], real[:, :, middle]),
+                psnr_linear_blend=psnr(blend[:, :, middle], real[:, :, middle]),
+                psnr_per_frame=per_frame(made), psnr_linear_blend_per_frame=per_frame(blend),
+                made=score(made, labels), real=score(real, labels))
+
+
+def variation_rows(model, cache, real, labels, null, score, psnr, g, **kw) -> list[dict]:
+    """Each clip with a prompt naming another pair of digits than its own (so following the prompt means
+    changing the clip), at strength 0 (the input) / 0.4 / 0.6 / 0.8 / 1 (a fresh sample)."""
+    n = len(real)
+    shift = torch.randint(1, len(PAIRS), (n,), generator=g)
+    other = torch.tensor(PAIRS)[(pair_index(labels) + shift) % len(PAIRS)]
+    text = cache(mav.prompt_ids(other, g)).to(real.device)
+    stride = torch.ones(n, device=real.device)
+    rows = [{"strength": 0.0, "adherence_new_prompt": score(real, other)["adherence"],
+             "adherence_own_digits": score(real, labels)["adherence"], "psnr_to_input": None}]
+    for strength in (0.4, 0.6, 0.8, 1.0):
+        made = in_chunks(lambda x, t, u, r: mav.sample(model, x.shape, t, u, init=x, strength=strength,
+                                                       stride=r, **kw), n, 16, real, text, null, stride)
+        new, own = score(made, other), score(made, labels)
+        rows.append({"strength": strength, "adherence_new_prompt": new["adherence"],
+                     "adherence_own_digits": own["adherence"], "psnr_to_input": psnr(made, real),
+                     "switch_rate": new["switch_rate"], "motion": new["motion"]})
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
+    if args.what == "videos":
+        return evaluate_videos(args)
+    return evaluate_stage(args) if args.what in ("interp", "sr") else evaluate_modes(args)
+
+
+if __name__ == "__main__":
+    main()
