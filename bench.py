@@ -71,7 +71,7 @@ def parse_args(argv=None):
     return args
 
 
-def time_steps(args, device, fast: bool, batches, cache):
+def time_steps(args, device, fast: bool, cache):
     """Seconds per training step of fresh weights (after 3 warm-up steps); the FLOPs of one (fast path), the
     peak memory, the parameter count, and a function that takes one more step."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -81,7 +81,7 @@ def time_steps(args, device, fast: bool, batches, cache):
     model.to(device)
     optimizer = model.configure_optimizers(args.recipe.lr, device_type=device.type) if fast else \
         torch.optim.AdamW(model.parameters(), lr=args.recipe.lr, foreach=False, fused=False)
-    step_loss = train.StageLoss(model, batches, cache, args.stage, torch.ones(args.recipe.batch, device=device))
+    step_loss = train.StageLoss(model, args.stage, args.recipe, cache, device)
     run = train.compiled(step_loss, args.compile) if fast and args.compile else step_loss
     autocast = cli.autocast(device, args.precision if fast else "fp32")
     one_step = lambda module: train.optimizer_step(module, model, optimizer, autocast)
@@ -109,9 +109,8 @@ def bench_train(args):
     """Training speed of a stage: the fast path beside the plain path, in one process."""
     device = torch.device(args.device)
     cache = None if args.stage == "judge" else mav.TextCache.load_or_build(sample.SHIPPED).to(device)
-    batches = train.Batches(args.recipe, device)
-    step_s, flops, peak, params, fast_step = time_steps(args, device, True, batches, cache)
-    plain_s = time_steps(args, device, False, batches, cache)[0]
+    step_s, flops, peak, params, fast_step = time_steps(args, device, True, cache)
+    plain_s = time_steps(args, device, False, cache)[0]
     r, name = args.recipe, device_name(device)
     peak_flops = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
     achieved = flops / step_s

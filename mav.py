@@ -345,7 +345,7 @@ class TextCache:
 #
 # Sampling defaults live here and nowhere else: the library, the command line
 # and the training previews all draw with SAMPLER at STEPS (the measurements
-# that chose them: docs/EVALUATION.md, "Sampling defaults").
+# that chose them: docs/EVALUATION.md, "Old and new sampling defaults").
 
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 P_UNCOND = 0.2

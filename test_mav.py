@@ -1409,3 +1409,19 @@ def test_the_time_limit_stops_and_saves_a_run_that_resumes(cache_dir, tmp_path, 
     assert torch.load(out / "image-train.pt", weights_only=False)["step"] == step
     tiny_image_run(out, step + 2, "--resume")
     assert mav.checkpoint_meta(str(out), "image")["step"] == step + 2
+
+
+def test_every_docs_study_runs(cascade, tmp_path):
+    """Each script under docs/ at tiny settings, on the tiny cascade: it runs, and prints what it measures."""
+    c, docs = str(cascade), os.path.join(HERE, "docs")
+    runs = [["solver_study.py", "base", "1", "ddim:2", "dpm++:2", "--checkpoints", c],
+            ["solver_study.py", "sr", "1", "dpm++:2", "ddim:1", "--checkpoints", c],
+            ["sr_judge_study.py", "--n", "2", "dpm++:1", "--checkpoints", c],
+            ["noise_probe.py", c, "--clips", "2"],
+            ["laptop_figures.py", c, "--out", str(tmp_path), "--other", c, "--steps", "1", "1", "1", "--prompts", "1"]]
+    assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
+    for script, *argv in runs:
+        run = subprocess.run([sys.executable, os.path.join(docs, script), *argv], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and run.stdout.strip(), (script, run.stderr[-1500:])
+    assert (tmp_path / "laptop_loss.png").exists() and len(iio.imread(tmp_path / "laptop_vs_gpu.gif")) == 38

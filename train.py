@@ -206,12 +206,16 @@ def init_model(args, stage):
                                                      + meta.get("init_step", 0)}
 
 
-class Batches:
-    """Training batches made on the device, by the recipe: x in [-1, 1] and prompt ids with CFG dropout."""
+class StageLoss(torch.nn.Module):
+    """The stage's loss on a fresh batch, made on the device by its recipe (x in [-1, 1], prompt ids with CFG
+    dropout), as one module call: what DistributedDataParallel wraps (the video stage's clip and joint-image
+    losses are two forward passes of one step)."""
 
-    def __init__(self, recipe: mav.Recipe, device, unlabeled: bool = False):
+    def __init__(self, model, stage: str, recipe: mav.Recipe, cache, device, unlabeled: bool = False):
+        super().__init__()
+        self.model, self.stage, self.recipe, self.cache, self.unlabeled = model, stage, recipe, cache, unlabeled
         self.data = mav.MovingMNIST("train", device)
-        self.recipe, self.unlabeled = recipe, unlabeled
+        self.stride = torch.ones(recipe.batch, device=device)
 
     def prompts(self, labels):
         ids = mav.prompt_ids(labels)
@@ -224,54 +228,31 @@ class Batches:
         video, labels = self.data.sample(n, frames=1)
         return mav.to_model(mav.area_downsample(video))[:, :, 0], self.prompts(labels)
 
-    def clips(self, n):   # clips: (b 1 f 32 32)
-        video, labels = self.data.sample(n, frames=self.recipe.frames, stride=1.0)
-        return mav.to_model(mav.area_downsample(video)), self.prompts(labels)
-
-    def interp_clips(self, n, model):  # clips with known frames (one of three tasks), at their frame stride
-        mask, stride = mav.training_masks(n, self.recipe.frames, self.data.device)
-        video, labels = self.data.sample(n, frames=self.recipe.frames, stride=stride)
-        x, cond, loss_mask = mav.interp_example(model, mav.to_model(mav.area_downsample(video)), mask)
-        return x, self.prompts(labels), dict(stride=stride, cond=cond), loss_mask
-
-    def sr_clips(self, n, model):  # 64² clips, given their 32² versions
-        video, labels = self.data.sample(n, frames=self.recipe.frames, stride=1.0)
-        x, cond, aug = mav.sr_example(model, video)
-        return x, self.prompts(labels), dict(cond=cond, aug=aug)
-
-    def loss(self, model, cache, stage, stride):
-        """The stage's loss on a fresh batch (diffusion, or the judge's digit counts)."""
-        n, weighting = self.recipe.batch, dict(min_snr=self.recipe.min_snr)
+    def forward(self):
+        model, stage, r, text = self.model, self.stage, self.recipe, self.cache
+        n, weighting = r.batch, dict(min_snr=r.min_snr)
         if stage == "judge":
             video, labels = self.data.sample(n, frames=1)
             return evaluate.judge_loss(model, evaluate.augment(mav.area_downsample(video)[:, :, 0]), labels)
         if stage == "image":
             x, ids = self.frames(n)
-            return mav.diffusion_loss(model, x, cache(ids), **weighting)
-        if stage == "interp":
-            x, ids, cond, loss_mask = self.interp_clips(n, model)
-            return mav.diffusion_loss(model, x, cache(ids), loss_mask=loss_mask, **weighting, **cond)
-        if stage == "sr":
-            x, ids, cond = self.sr_clips(n, model)
-            return mav.diffusion_loss(model, x, cache(ids), **weighting, **cond)
-        x, ids = self.clips(n)
-        loss = mav.diffusion_loss(model, x, cache(ids), stride=stride, **weighting)
-        if self.recipe.joint_images:  # images through the same net, temporal layers skipped
-            xi, idi = self.frames(self.recipe.joint_images)
-            loss = loss + mav.diffusion_loss(model, xi, cache(idi), **weighting)
+            return mav.diffusion_loss(model, x, text(ids), **weighting)
+        if stage == "interp":  # clips with known frames (one of three tasks), at their frame stride
+            mask, stride = mav.training_masks(n, r.frames, self.data.device)
+            video, labels = self.data.sample(n, frames=r.frames, stride=stride)
+            x, cond, loss_mask = mav.interp_example(model, mav.to_model(mav.area_downsample(video)), mask)
+            return mav.diffusion_loss(model, x, text(self.prompts(labels)), loss_mask=loss_mask, stride=stride,
+                                      cond=cond, **weighting)
+        video, labels = self.data.sample(n, frames=r.frames, stride=1.0)
+        if stage == "sr":  # 64² clips, given their 32² versions
+            x, cond, aug = mav.sr_example(model, video)
+            return mav.diffusion_loss(model, x, text(self.prompts(labels)), cond=cond, aug=aug, **weighting)
+        x = mav.to_model(mav.area_downsample(video))
+        loss = mav.diffusion_loss(model, x, text(self.prompts(labels)), stride=self.stride, **weighting)
+        if r.joint_images:  # images through the same net, temporal layers skipped
+            xi, idi = self.frames(r.joint_images)
+            loss = loss + mav.diffusion_loss(model, xi, text(idi), **weighting)
         return loss
-
-
-class StageLoss(torch.nn.Module):
-    """The stage's loss on a fresh batch as one module call: what DistributedDataParallel wraps
-    (the video stage's clip and joint-image losses are two forward passes of one step)."""
-
-    def __init__(self, model, batches, cache, stage, stride):
-        super().__init__()
-        self.model, self.batches, self.cache, self.stage, self.stride = model, batches, cache, stage, stride
-
-    def forward(self):
-        return self.batches.loss(self.model, self.cache, self.stage, self.stride)
 
 
 def optimizer_step(step_loss, model, optimizer, autocast):
@@ -372,8 +353,7 @@ class Trainer:
         self.t_start = time.time() - (state or {}).get("train_seconds", 0.0)
         self.cache = None if stage == "judge" else \
             mav.TextCache.load_or_build(args.out, self.text_encoder).to(self.device)
-        step_loss = StageLoss(self.model, Batches(recipe, self.device, args.unlabeled), self.cache, stage,
-                              torch.ones(recipe.batch, device=self.device))
+        step_loss = StageLoss(self.model, stage, recipe, self.cache, self.device, args.unlabeled)
         step_loss = compiled(step_loss, args.compile) if args.compile else step_loss
         # under DDP, gradients are averaged across ranks in backward(); the weights stay identical
         self.step_loss = DistributedDataParallel(step_loss) if self.world > 1 else step_loss

@@ -2,11 +2,13 @@
 The pictures of the README's laptop section, from a finished chain (train.py --stage all):
 
     python docs/laptop_figures.py runs/cpu     # -> docs/laptop_loss.png, docs/laptop_vs_gpu.gif
+    python docs/laptop_figures.py runs/cpu --out output --steps 2 1 1   # a quick look, written elsewhere
 
 laptop_loss.png: each stage's training loss against the minutes it trained (the logs, smoothed).
 laptop_vs_gpu.gif: the same 8 prompts and seed through the whole cascade, the chain's checkpoints on
 top, the shipped (GPU-trained) ones below, every 2nd of the 76 frames.
 """
+import argparse
 import os
 import sys
 
@@ -22,7 +24,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import mav  # noqa: E402
 import sample  # noqa: E402
-import train  # noqa: E402
 
 PROMPTS = ["2 and four", "one and 7", "3 and 3", "five and nine", "6 and two", "8 and 1", "zero and 5", "4 and 9"]
 
@@ -49,7 +50,7 @@ def loss_curves(folder, out):
         ax.set_title(stage)
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
-        gamma = train.CHAIN[stage]["min_snr"]
+        gamma = mav.checkpoint_meta(folder, stage).get("recipe", {}).get("min_snr", mav.RECIPES[stage].min_snr)
         guess = {"interp": "the blend", "sr": "bicubic"}[stage] \
             if mav.checkpoint_meta(folder, stage)["config"].get("residual") else None
         ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else
@@ -58,12 +59,12 @@ def loss_curves(folder, out):
     fig.savefig(out, dpi=80)
 
 
-def side_by_side(folder, out):
+def side_by_side(folder, out, other=sample.SHIPPED, extra=(), prompts=PROMPTS):
     rows = []
-    for name, checkpoints in (("laptop", folder), ("gpu", os.path.join(os.path.dirname(HERE), "checkpoints"))):
+    for name, checkpoints in (("laptop", folder), ("gpu", other)):
         path = os.path.join("output", f"compare_{name}.gif")
-        argv = ["--checkpoints", checkpoints, "--seed", "0", "--out", path]
-        sample.main(argv + [arg for prompt in PROMPTS for arg in ("--prompt", prompt)])
+        argv = ["--checkpoints", checkpoints, "--seed", "0", "--out", path, *extra]
+        sample.main(argv + [arg for prompt in prompts for arg in ("--prompt", prompt)])
         with Image.open(path) as gif:  # grayscale frames (n h w); PIL, as imageio fails on some palettes
             rows.append(np.stack([np.asarray(frame.convert("L")) for frame in ImageSequence.Iterator(gif)]))
     frames = np.concatenate(rows, axis=1)[::2]  # laptop above, GPU below; every 2nd frame
@@ -71,6 +72,13 @@ def side_by_side(folder, out):
 
 
 if __name__ == "__main__":
-    chain = sys.argv[1] if len(sys.argv) > 1 else "runs/cpu"
-    loss_curves(chain, os.path.join(HERE, "laptop_loss.png"))
-    side_by_side(chain, os.path.join(HERE, "laptop_vs_gpu.gif"))
+    p = argparse.ArgumentParser(description="The README's laptop pictures, from a finished chain.")
+    p.add_argument("chain", nargs="?", default="runs/cpu")
+    p.add_argument("--out", default=HERE, help="folder of the PNG and the GIF")
+    p.add_argument("--other", default=sample.SHIPPED, help="the checkpoints shown below the chain's")
+    p.add_argument("--steps", nargs="+", default=[], help="sample.py --steps for both")
+    p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the 8 prompts")
+    args = p.parse_args()
+    loss_curves(args.chain, os.path.join(args.out, "laptop_loss.png"))
+    side_by_side(args.chain, os.path.join(args.out, "laptop_vs_gpu.gif"), args.other,
+                 ["--steps", *args.steps] if args.steps else [], PROMPTS[:args.prompts])

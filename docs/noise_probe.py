@@ -1,4 +1,5 @@
-"""How well each model of a checkpoint folder predicts the clean frame from deep noise (docs/TRAINING.md).
+"""How well each model of a checkpoint folder predicts the clean frame from deep noise (docs/TRAINING.md,
+"What each lever bought").
 
 For the image and the video model of each folder: the x̂-MSE on the same 32 held-out 16-frame clips
 with their prompts (the image model sees each clip's first frame), at log-SNR -20 (pure noise), -10,
@@ -7,6 +8,7 @@ mean frame is printed beside); one trained with Min-SNR weights those inputs by 
 
     python docs/noise_probe.py runs/cpu checkpoints/cpu checkpoints
 """
+import argparse
 import os
 import sys
 
@@ -15,23 +17,27 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mav  # noqa: E402
 
+p = argparse.ArgumentParser()
+p.add_argument("folders", nargs="+")
+p.add_argument("--clips", type=int, default=32)
+args = p.parse_args()
 LOGSNRS = (-20.0, -10.0, -5.0, -2.0)
 held, g = mav.MovingMNIST("test"), torch.Generator().manual_seed(1)
-video, labels = held.sample(32, frames=16, generator=g)
+video, labels = held.sample(args.clips, frames=16, generator=g)
 clips = mav.to_model(mav.area_downsample(video))
 inputs = {"image": clips[:, :, 0], "video": clips}
 ids = mav.prompt_ids(labels, g)
 noise = {stage: [torch.randn(x.shape, generator=g) for _ in LOGSNRS] for stage, x in inputs.items()}
 print(f"mean frame: x̂-MSE {((inputs['image'] - inputs['image'].mean(0)) ** 2).mean().item():.3f}")
 
-for folder in sys.argv[1:]:
+for folder in args.folders:
     for stage, x in inputs.items():
         model, meta = mav.load_checkpoint(folder, stage)
         text = mav.TextCache.load_or_build(folder, meta["text_encoder"])(ids)
         row = []
         for value, eps in zip(LOGSNRS, noise[stage]):
             logsnr = torch.full((len(x),), value)
-            alpha, sigma = (mav._bcast(s, x) for s in mav.alpha_sigma(logsnr))
+            alpha, sigma = (s.view(-1, *[1] * (x.ndim - 1)) for s in mav.alpha_sigma(logsnr))
             z = mav.add_noise(x, eps, logsnr)
             extra = dict(stride=torch.ones(len(x))) if stage == "video" else {}
             with torch.no_grad():

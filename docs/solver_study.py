@@ -1,4 +1,4 @@
-"""How close each sampler and step count comes to a reference from the same noise (BENCHMARKS.md).
+"""How close each sampler and step count comes to a reference from the same noise (docs/EVALUATION.md).
 
     python docs/solver_study.py base 4 ddim:50 dpm++:100 ddim:20 dpm++:10 dpm++:15 dpm++:20      # fp32
     python docs/solver_study.py interp 4 dpm++:40 ddim:20 ddim:8 dpm++:5 dpm++:8 --precision bf16
@@ -17,6 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import mav  # noqa: E402
 
 p = argparse.ArgumentParser()
@@ -45,13 +46,13 @@ text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_P
 
 def run(sampler, steps):
     kw = dict(steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(7))
-    with mav.autocast(torch.device("cpu"), args.precision):
+    with cli.autocast("cpu", args.precision):
         if stage == "base":
             x = mav.sample(model, (n, 1, 16, mav.BASE, mav.BASE), text, null, guidance=3.0, stride=torch.ones(n), **kw)
         elif stage == "interp":
-            x = mav.interpolate(model, low, text, null, guidance=1.0, **kw)
+            x = mav.interpolate(model, low, text, null, **kw)
         else:
-            x = mav.super_resolve(model, low, text, null, guidance=1.0, **kw)
+            x = mav.super_resolve(model, low, text, null, **kw)
     return mav.to_pixels(x.float())
 
 

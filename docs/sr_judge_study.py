@@ -1,8 +1,11 @@
-"""SR's effect on what the judge reads: 48 held-out clips (16 frames at 32²) through SR with each sampler and
-step count, read back at 32² by the shipped judge (README: old and new sampling defaults). bf16, ~10 min on 2 cores.
+"""SR's effect on what the judge reads: held-out clips (16 frames at 32²) through SR with each sampler and
+step count, read back at 32² by the judge (docs/EVALUATION.md, "Old and new sampling defaults"). bf16 where the CPU has
+it; the shipped checkpoints, 48 clips: ~10 min on 2 cores.
 
-    python docs/sr_judge_study.py
+    python docs/sr_judge_study.py                      # checkpoints/, 48 clips, DDIM 10 and DPM-Solver++ 3
+    python docs/sr_judge_study.py --n 16 ddim:10 dpm++:2 dpm++:3
 """
+import argparse
 import json
 import os
 import sys
@@ -11,12 +14,20 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
+import evaluate  # noqa: E402
 import mav  # noqa: E402
-n = 48
-CKPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
-model, meta = mav.load_checkpoint(CKPT, "sr")
-judge = mav.load_checkpoint(CKPT, "judge")[0]
-cache = mav.TextCache.load_or_build(CKPT, meta["text_encoder"])
+import sample  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("runs", nargs="*", default=["ddim:10", "dpm++:3"], help="sampler:steps")
+p.add_argument("--n", type=int, default=48, help="held-out clips")
+p.add_argument("--checkpoints", default=sample.SHIPPED)
+args = p.parse_args()
+n = args.n
+model, meta = mav.load_checkpoint(args.checkpoints, "sr")
+judge = evaluate.load_judge(args.checkpoints)
+cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
 g = torch.Generator().manual_seed(11)
 video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
 low = mav.to_model(mav.area_downsample(video))
@@ -25,7 +36,7 @@ KEYS = ("adherence", "consistency", "switch_rate")
 
 
 def scores(frames):  # n f 32 32 in [0, 1] -> the judge's figures
-    return {k: v for k, v in mav.score_videos(judge, frames, labels)[0].items() if k in KEYS}
+    return {k: v for k, v in evaluate.score_videos(judge, frames, labels)[0].items() if k in KEYS}
 
 
 def read(x64):  # n 1 f 64 64 in [-1, 1], read at 32² as the cascade's output is
@@ -33,10 +44,11 @@ def read(x64):  # n 1 f 64 64 in [-1, 1], read at 32² as the cascade's output i
 
 
 print(json.dumps({"sr": "none (the 32² input)", **scores(mav.to_pixels(low)[:, 0])}), flush=True)
-for sampler, steps in [("ddim", 10), ("dpm++", 3)]:
+for run in args.runs:
+    sampler, steps = run.split(":")
     t0 = time.time()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        x = torch.cat([mav.super_resolve(model, low[i:i + 16], text[i:i + 16], null[i:i + 16], steps=steps,
-                                         sampler=sampler, guidance=1.0, generator=torch.Generator().manual_seed(7 + i))
+    with cli.autocast("cpu", cli.choose_precision(torch.device("cpu"))[0]):
+        x = torch.cat([mav.super_resolve(model, low[i:i + 16], text[i:i + 16], null[i:i + 16], steps=int(steps),
+                                         sampler=sampler, generator=torch.Generator().manual_seed(7 + i))
                        for i in range(0, n, 16)])
     print(json.dumps({"sr": f"{sampler} {steps}", **read(x), "seconds": round(time.time() - t0, 1)}), flush=True)
