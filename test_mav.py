@@ -1427,3 +1427,17 @@ def test_every_docs_study_runs(cascade, tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0 and run.stdout.strip(), (script, run.stderr[-1500:])
     assert (tmp_path / "laptop_loss.png").exists() and len(iio.imread(tmp_path / "laptop_vs_gpu.gif")) == 38
+
+
+def test_previews_every_sample_every_steps_and_none_at_the_end_of_a_short_run(cache_dir, tmp_path):
+    """A preview grid every --sample-every steps and one at the end; a run shorter than a fifth of --sample-every
+    makes none at its end, so previews stay a small share of any run."""
+    out = tmp_path / "previews"
+    shutil.copytree(cache_dir, out)
+    tiny_image_run(out, 3, "--sample-every", "2", "--overwrite")
+    grids = sorted(os.listdir(out / "samples"))
+    assert grids == ["image-000002.png", "image-000003.png"]
+    assert iio.imread(out / "samples" / grids[0]).shape[:2] == (2 * (2 * (32 + 2) + 2),) * 2  # 2 x 2, scaled by 2
+    shutil.rmtree(out / "samples")
+    tiny_image_run(out, 4, "--sample-every", "1000", "--overwrite")
+    assert not (out / "samples").exists()
