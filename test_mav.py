@@ -1441,3 +1441,26 @@ def test_previews_every_sample_every_steps_and_none_at_the_end_of_a_short_run(ca
     shutil.rmtree(out / "samples")
     tiny_image_run(out, 4, "--sample-every", "1000", "--overwrite")
     assert not (out / "samples").exists()
+
+
+class RunsCode:
+    """What a crafted pickle can hold: unpickling it would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_resume_refuses_a_state_that_would_run_code(cache_dir, tmp_path, capsys):
+    out = tmp_path / "crafted"
+    shutil.copytree(cache_dir, out)
+    tiny_image_run(out, 1)
+    state = torch.load(out / "image-train.pt", weights_only=True)  # what train.py writes loads as plain data
+    marker = tmp_path / "it-ran"
+    torch.save({**state, "optimizer": RunsCode(marker)}, out / "image-train.pt")
+    capsys.readouterr()
+    expect_one_line_error(capsys, lambda argv: tiny_image_run(out, 2, "--resume"), None,
+                          "holds more than tensors and plain values; refused")
+    assert not marker.exists()

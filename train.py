@@ -16,6 +16,7 @@ state, for --resume), <out>/<stage>.log (the loss) and sample grids under <out>/
 import copy
 import math
 import os
+import pickle
 import resource
 import signal
 import sys
@@ -288,8 +289,11 @@ def load_train_state(path, stage, preset, unlabeled):
     """The full training state for --resume, refused (one line) if it is another run's."""
     if not os.path.exists(path):
         cli.die(f"--resume: no {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only: a resume file from anywhere can run no code as it loads
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        cli.die(f"--resume: {path} holds more than tensors and plain values; refused (a training state of "
+                "this project never does)")
     except Exception as e:
         cli.die(f"--resume: cannot read {path}: {type(e).__name__}")
     mine = dict(stage=stage, preset=preset, unlabeled=unlabeled)
