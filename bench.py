@@ -84,7 +84,8 @@ def time_steps(args, device, fast: bool, cache):
     step_loss = train.StageLoss(model, args.stage, args.recipe, cache, device)
     run = train.compiled(step_loss, args.compile) if fast and args.compile else step_loss
     autocast = cli.autocast(device, args.precision if fast else "fp32")
-    one_step = lambda module: train.optimizer_step(module, model, optimizer, autocast)
+    scaler = torch.amp.GradScaler(device.type, enabled=fast and args.precision == "fp16")
+    one_step = lambda module: train.optimizer_step(module, model, optimizer, autocast, scaler)
     flops = None
     if fast:  # counted on one eager step (the compiled graph does the same arithmetic)
         with FlopCounterMode(display=False) as counter:

@@ -25,7 +25,10 @@ import mav
 # --- hardware -----------------------------------------------------------------
 # Device and precision are chosen from the hardware, not assumed: bf16 autocast is faster than fp32
 # where the CPU has bf16 instructions (AVX512-BF16 or AMX) and many times *slower* where it has not
-# (AVX2 only, most laptops): there oneDNN emulates it (BENCHMARKS.md). CUDA GPUs from Ampere on run it.
+# (AVX2 only, most laptops): there oneDNN emulates it (BENCHMARKS.md). CUDA GPUs from Ampere on
+# (compute capability 8.0) run bf16 on their tensor cores; older ones (the T4 of free notebooks,
+# V100, P100) only emulate it, and run fp16 natively instead, which training pairs with a gradient
+# scaler (fp16's narrow range would flush small gradients to zero).
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -49,18 +52,27 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def cuda_has_native_bf16(device) -> bool:
+    """Compute capability 8.0 or later (Ampere on): bf16 on tensor cores. torch's is_bf16_supported() says
+    yes to older GPUs too, which emulate it."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def choose_precision(device: torch.device, requested: str = "auto") -> tuple[str, str]:
-    """-> ("bf16" or "fp32", why): 'auto' takes bf16 where the device runs it natively, fp32 elsewhere;
-    an explicit choice is kept, and its why warns when bf16 will be emulated."""
+    """-> ("bf16", "fp16" or "fp32", why): 'auto' takes bf16 where the device runs it natively, fp16 on an
+    older CUDA GPU, fp32 elsewhere; an explicit choice is kept, and its why warns when bf16 will be emulated."""
     if device.type == "cuda":
-        native, where = torch.cuda.is_bf16_supported(), "this GPU"
+        native, where = cuda_has_native_bf16(device), "this GPU"
     elif device.type == "cpu":
         native, where = cpu_has_native_bf16(), "this CPU"
     else:  # MPS: bf16 autocast is not measured here, fp32 always works
         native, where = False, device.type
     lacks = f"{where} has no native bf16" if device.type in ("cpu", "cuda") else f"bf16 on {where} is untested"
     if requested == "auto":
-        return ("bf16", f"{where} has native bf16") if native else ("fp32", lacks)
+        if native:
+            return "bf16", f"{where} has native bf16"
+        return ("fp16", f"{lacks}; fp16, with a gradient scaler in training") if device.type == "cuda" \
+            else ("fp32", lacks)
     if requested == "bf16" and not native:
         return "bf16", f"requested; warning: {lacks}, so bf16 is emulated and many times slower than fp32"
     return requested, "requested"
@@ -69,9 +81,9 @@ def choose_precision(device: torch.device, requested: str = "auto") -> tuple[str
 def add_device_arguments(group):
     """--device and --precision, the same in every script (resolved by device_and_precision). -> group"""
     group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
-    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                       help="autocast precision; auto: bf16 where the device runs it natively (CUDA, a CPU with "
-                            "AVX512-BF16 or AMX), else fp32")
+    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="autocast precision; auto: bf16 where the device runs it natively (a CUDA GPU from "
+                            "Ampere on, a CPU with AVX512-BF16 or AMX), fp16 on an older CUDA GPU, else fp32")
     return group
 
 
@@ -91,9 +103,13 @@ def device_and_precision(device_name: str, precision: str, error) -> tuple[str, 
     return (str(device), *choose_precision(device, precision))
 
 
+AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device, precision: str):
-    """bf16 autocast on the device's own type (cuda, cpu, mps), or nothing for fp32."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """bf16 or fp16 autocast on the device's own type (cuda, cpu, mps), or nothing for fp32."""
+    return torch.autocast(torch.device(device).type, dtype=AUTOCAST_DTYPE.get(precision, torch.bfloat16),
+                          enabled=precision in AUTOCAST_DTYPE)
 
 
 # --- errors ---------------------------------------------------------------------

@@ -257,10 +257,38 @@ def test_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch):
     precision, why = cli.choose_precision(cpu, "bf16")  # asked for: kept, with a warning
     assert precision == "bf16" and "warning" in why and "slower" in why
     assert cli.choose_precision(cpu, "fp32") == ("fp32", "requested")
-    for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
-        assert cli.choose_precision(torch.device("cuda"))[0] == expected
     assert cli.choose_precision(torch.device("mps"))[0] == "fp32"
+
+
+@pytest.mark.parametrize("capability,expected", [((6, 0), "fp16"), ((7, 0), "fp16"), ((7, 5), "fp16"),
+                                                 ((8, 0), "bf16"), ((8, 9), "bf16"), ((9, 0), "bf16")])
+def test_precision_auto_on_a_gpu_takes_fp16_where_bf16_would_be_emulated(monkeypatch, capability, expected):
+    """P100, V100, the T4 of free notebooks: torch.cuda.is_bf16_supported() says yes (emulated); auto says fp16."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    precision, why = cli.choose_precision(torch.device("cuda"))
+    assert precision == expected and ("gradient scaler" in why) == (expected == "fp16")
+    assert cli.choose_precision(torch.device("cuda"), "fp16") == ("fp16", "requested")
+
+
+def test_fp16_training_scales_its_loss_and_resumes_bit_exactly(cache_dir, tmp_path):
+    """fp16 autocast with a gradient scaler, on the CPU: finite losses, a scaler that has stepped (its state
+    saved with the run), and 3 + 2 resumed steps equal to 5 in one go, scaler included."""
+    for name in ("once", "twice"):
+        shutil.copytree(cache_dir, tmp_path / name)
+    run = lambda name, steps, *extra: tiny_image_run(tmp_path / name, steps, "--precision", "fp16", *extra)
+    run("once", 5)
+    run("twice", 3)
+    run("twice", 5, "--resume")
+    a, b = (torch.load(tmp_path / name / "image-train.pt", weights_only=True) for name in ("once", "twice"))
+    assert a["scaler"]["scale"] > 0 and a["scaler"]["_growth_tracker"] > 0  # it stepped, and counts steps
+    assert a["scaler"] == b["scaler"] and a["skipped"] == b["skipped"]
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    losses = [float(line.split()[3]) for line in (tmp_path / "once" / "image.log").read_text().splitlines()]
+    assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
+    assert mav.checkpoint_meta(str(tmp_path / "once"), "image")["precision"] == "fp16"
 
 
 def test_cpu_bf16_detection(monkeypatch):
@@ -1464,3 +1492,19 @@ def test_resume_refuses_a_state_that_would_run_code(cache_dir, tmp_path, capsys)
     expect_one_line_error(capsys, lambda argv: tiny_image_run(out, 2, "--resume"), None,
                           "holds more than tensors and plain values; refused")
     assert not marker.exists()
+
+
+def test_fp16_steps_whose_gradients_overflow_are_skipped_and_counted(cache_dir, tmp_path, monkeypatch):
+    out = tmp_path / "overflow"
+    shutil.copytree(cache_dir, out)
+    real_loss, calls = mav.diffusion_loss, []
+
+    def overflows_once(*args, **kwargs):  # step 2's gradients, scaled for fp16, overflow
+        calls.append(1)
+        return real_loss(*args, **kwargs) * (1e35 if len(calls) == 2 else 1.0)
+    monkeypatch.setattr(mav, "diffusion_loss", overflows_once)
+    tiny_image_run(out, 4, "--precision", "fp16")
+    meta = mav.checkpoint_meta(str(out), "image")
+    assert meta["step"] == 4 and meta["skipped_steps"] == 1
+    assert "skipped 1" in (out / "image.log").read_text().splitlines()[-1]
+    assert all(p.isfinite().all() for p in mav.load_checkpoint(str(out), "image")[0].parameters())

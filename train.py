@@ -256,14 +256,18 @@ class StageLoss(torch.nn.Module):
         return loss
 
 
-def optimizer_step(step_loss, model, optimizer, autocast):
-    """One training step: the loss under autocast, backward, grad-norm clip 1.0, AdamW. -> the loss."""
+def optimizer_step(step_loss, model, optimizer, autocast, scaler):
+    """One training step: the loss under autocast, backward, grad-norm clip 1.0, AdamW. -> the loss.
+    `scaler` (fp16) scales the loss so that small gradients survive fp16, unscales them before the clip,
+    and skips a step whose gradients overflowed; disabled (bf16, fp32), each of its calls passes through."""
     with autocast:
         loss = step_loss()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     return loss
 
 
@@ -362,6 +366,10 @@ class Trainer:
         # under DDP, gradients are averaged across ranks in backward(); the weights stay identical
         self.step_loss = DistributedDataParallel(step_loss) if self.world > 1 else step_loss
         self.autocast = cli.autocast(self.device, args.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
+        self.skipped = (state or {}).get("skipped", 0)  # fp16 steps the scaler skipped (gradients overflowed)
+        if state and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.log = None
         if self.main_process:
             os.makedirs(args.out, exist_ok=True)
@@ -425,6 +433,7 @@ class Trainer:
         seconds = time.time() - self.t_start
         meta = dict(preset=args.preset, text_encoder=self.text_encoder, step=self.step, processes=self.world,
                     recipe=asdict(self.recipe), unlabeled=args.unlabeled, device=str(self.device),
+                    precision=args.precision, skipped_steps=self.skipped,
                     train_seconds=round(seconds, 1), **self.origin)
         if stage in ("image", "video"):  # the weight sample.py draws them at; interp and SR run unguided
             meta["guidance"] = self.recipe.guidance
@@ -433,6 +442,7 @@ class Trainer:
                                    unlabeled=args.unlabeled, config=asdict(self.model.cfg), origin=self.origin,
                                    model=self.model.state_dict(), ema=self.ema.state_dict(), step=self.step,
                                    optimizer=self.optimizer.state_dict(), rng_cpu=rng, rng_cuda=rng_cuda,
+                                   scaler=self.scaler.state_dict(), skipped=self.skipped,
                                    train_seconds=seconds), self.state_path)
         self.saved_step = self.step
 
@@ -469,7 +479,10 @@ class Trainer:
         self.lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        loss = optimizer_step(self.step_loss, self.model, self.optimizer, self.autocast)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        loss = optimizer_step(self.step_loss, self.model, self.optimizer, self.autocast, self.scaler)
+        if scale is not None and self.scaler.get_scale() < scale:  # the scaler backed off: a skipped step
+            self.skipped += 1
         decay = min(self.recipe.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
@@ -488,8 +501,9 @@ class Trainer:
             cli.die(f"loss is {value} at step {self.step}; stopped, {self.last_good()}", code=1)
         bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{rate:.0f}")
         if self.main_process:
+            skipped = f" skipped {self.skipped}" if self.scaler.is_enabled() else ""
             self.log.write(f"step {self.step} loss {value:.5f} lr {self.lr:.2e} samples/s {rate:.1f} "
-                           f"elapsed {time.time() - self.t_start:.0f}\n")
+                           f"elapsed {time.time() - self.t_start:.0f}{skipped}\n")
             self.log.flush()
 
     def watch(self, last: bool):
