@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
 import warnings
 
@@ -226,7 +227,21 @@ def _write_frames(path: str, ext: str, frames: np.ndarray, fps: float):
             for frame in frames:
                 out.append_data(np.stack([frame] * 3, axis=-1))
     else:
-        imageio.mimwrite(path, list(frames), duration=1000 / fps, loop=0)
+        _write_gif(path, frames, fps)
+
+
+def _write_gif(path: str, frames: np.ndarray, fps: float):
+    """A GIF through ffmpeg (imageio-ffmpeg's binary): one palette for the whole clip made of its grays (exact,
+    as a frame has at most 256) and every frame kept. Pillow's writer, which imageio uses, drops a frame equal
+    to the one before and picks a mode per frame, so a clip that holds still read back shorter, or not at all."""
+    import imageio_ffmpeg
+    f, h, w = frames.shape
+    palette = ("split[a][b];[a]palettegen=max_colors=256:reserve_transparent=0:stats_mode=full[p];"
+               "[b][p]paletteuse=dither=none")
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+               "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", "-vf", palette, "-gifflags", "-transdiff-offsetting",
+               "-loop", "0", "-f", "gif", path]
+    subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), check=True, capture_output=True)
 
 
 # --- pictures from outside, made like the training frames -----------------------------------
