@@ -76,6 +76,8 @@ def choose_precision(device: torch.device, requested: str = "auto") -> tuple[str
             else ("fp32", lacks)
     if requested == "bf16" and not native:
         return "bf16", f"requested; warning: {lacks}, so bf16 is emulated and many times slower than fp32"
+    if requested == "fp16" and device.type == "cpu":
+        return "fp16", "requested; warning: a CPU emulates fp16 autocast, many times slower than fp32"
     return requested, "requested"
 
 

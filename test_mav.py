@@ -257,6 +257,8 @@ def test_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch):
     precision, why = cli.choose_precision(cpu, "bf16")  # asked for: kept, with a warning
     assert precision == "bf16" and "warning" in why and "slower" in why
     assert cli.choose_precision(cpu, "fp32") == ("fp32", "requested")
+    precision, why = cli.choose_precision(cpu, "fp16")  # it works (the fp16 tests run it), slowly
+    assert precision == "fp16" and "warning" in why
     assert cli.choose_precision(torch.device("mps"))[0] == "fp32"
 
 
@@ -534,7 +536,7 @@ def broken_checkpoints(trained, tmp_path):
     (["--guidance", "-0.5"], "--guidance must be a number >= 0"),
     (["--sampler", "euler"], "invalid choice"),
     (["--device", "nonsense"], "not a device"),
-    (["--precision", "fp16"], "invalid choice"),
+    (["--precision", "fp8"], "invalid choice"),
 ])
 def test_sample_bad_arguments(capsys, argv, needle):
     expect_one_line_error(capsys, sample.main, argv, needle)
