@@ -444,13 +444,13 @@ def ancestral_step(z, x0, eps, at, st, as_, ss, lt, ls, memory: dict, generator=
 SAMPLERS = {"dpm++": dpm_solver_step, "ddim": ddim_step, "ancestral": ancestral_step}
 
 
-def guided_v(model, z, logsnr, text: Text, null: Text, guidance: float, conditioning: dict):
-    """The model's v at z, guided: v_uncond + w·(v_cond − v_uncond), both halves in one batch (w = 1: one half)."""
+def guided_v(model, z, logsnr, text: Text, guidance: float, conditioning: dict):
+    """The model's v at z. Guided (w != 1), `text` and `conditioning` hold both halves (the prompts, then the
+    empty prompts) and v = v_uncond + w·(v_cond − v_uncond) comes from one batch of both."""
     b = len(z)
     if guidance == 1.0:
         return model(z, logsnr.expand(b).to(z.device), text, **conditioning).float()
-    twice = {k: torch.cat([v, v]) for k, v in conditioning.items()}
-    v = model(torch.cat([z, z]), logsnr.expand(2 * b).to(z.device), Text.cat([text, null]), **twice).float()
+    v = model(torch.cat([z, z]), logsnr.expand(2 * b).to(z.device), text, **conditioning).float()
     return classifier_free_guidance(v[:b], v[b:], guidance)
 
 
@@ -478,11 +478,13 @@ def sample(model, shape, text: Text, null: Text, steps: int = STEPS["base"], sam
         z = add_noise(init.to(device), z, logsnr_schedule(torch.tensor(t_start, device=device)))
         steps = max(1, round(t_start * steps))
     conditioning = {k: v for k, v in conditioning.items() if v is not None}
+    if guidance != 1.0:  # the two halves of classifier-free guidance, assembled once
+        text, conditioning = Text.cat([text, null]), {k: torch.cat([v, v]) for k, v in conditioning.items()}
     ts, memory = torch.linspace(t_start, 0.0, steps + 1), {}
     for i in (progress or (lambda r: r))(range(steps)):
         lt, ls = logsnr_schedule(ts[i]), logsnr_schedule(ts[i + 1])
         (at, st), (as_, ss) = alpha_sigma(lt), alpha_sigma(ls)
-        v = guided_v(model, z, lt, text, null, guidance, conditioning)
+        v = guided_v(model, z, lt, text, guidance, conditioning)
         x0 = v_to_x0(z, v, at, st).clamp(-1, 1)
         z = x0 if i == steps - 1 else step(z, x0, (z - at * x0) / st, at, st, as_, ss, lt, ls, memory, generator)
     return z

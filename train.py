@@ -479,7 +479,7 @@ class Trainer:
         self.lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # fp16 only: a host sync a step
         loss = optimizer_step(self.step_loss, self.model, self.optimizer, self.autocast, self.scaler)
         if scale is not None and self.scaler.get_scale() < scale:  # the scaler backed off: a skipped step
             self.skipped += 1
