@@ -20,7 +20,6 @@ import re
 import sys
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import cli
@@ -75,7 +74,9 @@ def parser():
 
 def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,interp,sr (default: every stage "
                                                "with a checkpoint); or image: single frames from the image model"):
-    """The cascade's flags, the same in sample.py, evaluate.py and bench.py."""
+    """The cascade's flags, the same in sample.py, evaluate.py and bench.py (which make no video from pictures:
+    their mode is None)."""
+    cascade.set_defaults(mode=None)
     cascade.add_argument("--checkpoints", default="checkpoints",
                          help="folder with the stages' checkpoints (the shipped ones, or a train.py --out)")
     cascade.add_argument("--stages", default=None, help=stages_help)
@@ -163,11 +164,11 @@ def check_stages(p, args, needs_base: bool):
     if unknown or not args.stages:
         p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
                 f"(or image alone)")
-    if "image" in args.stages and (len(args.stages) > 1 or getattr(args, "mode", None) or args.extend):
+    if "image" in args.stages and (len(args.stages) > 1 or args.mode or args.extend):
         p.error("--stages image samples single frames from the image model; it does not combine with "
                 "other stages, --image/--between/--variation or --extend")
     if needs_base and "image" not in args.stages and "base" not in args.stages \
-            and getattr(args, "mode", None) not in ("image", "between"):
+            and args.mode not in ("image", "between"):
         p.error(f"--stages {','.join(args.stages)}: the cascade starts from the base model's clip; add base "
                 f"(e.g. --stages base,{args.stages[0]})")
 
@@ -209,7 +210,7 @@ def choose_stages(args) -> list[str]:
     else:
         stages = ["base"] + [s for s in ("interp", "sr")
                              if os.path.exists(os.path.join(args.checkpoints, mav.CASCADE[s] + ".json"))]
-    mode = getattr(args, "mode", None)
+    mode = args.mode
     masked = ["--extend"] * bool(args.extend) + [f"--{mode}"] * (mode in ("image", "between"))
     if masked and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
         cli.die(f"{masked[0]} makes frames with the masked interpolation network: no interp checkpoint in "
@@ -220,7 +221,7 @@ def choose_stages(args) -> list[str]:
 def load_models(args, stages) -> dict:
     """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
     (which then makes the base clip, so the base video model is not needed). One text encoder for all."""
-    animated = getattr(args, "mode", None) in ("image", "between")
+    animated = args.mode in ("image", "between")
     names = [s for s in stages if not (s == "base" and animated)]
     if (args.extend or animated) and "interp" not in names:
         names.append("interp")
