@@ -51,6 +51,8 @@ def parse_args(argv=None):
     t.add_argument("--preset", default="cpu", choices=list(mav.PRESETS))
     t.add_argument("--recipe", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
                    help="the stage's recipe, changed as in train.py (batch, frames, joint_images matter here)")
+    t.add_argument("--model", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
+                   help="the network's temporal switches, as in train.py (e.g. temporal_attention=0)")
     t.add_argument("--steps", type=int, default=10, help="timed steps")
     t.add_argument("--compile", nargs="?", const="default", default=None,
                    choices=["default", "reduce-overhead", "max-autotune"], help="torch.compile the fast path")
@@ -63,6 +65,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.what == "train":
         args.recipe = train.recipe_of(t, args.stage, args.recipe)
+        args.model = train.model_changes(t, args.stage, args.model)
         if args.steps <= 0:
             t.error("--steps must be positive")
     else:
@@ -77,7 +80,7 @@ def time_steps(args, device, fast: bool, cache):
     from torch.utils.flop_counter import FlopCounterMode
     torch.manual_seed(0)
     model = evaluate.Judge(evaluate.JudgeConfig()) if args.stage == "judge" else \
-        mav.UNet(mav.stage_config(args.stage, args.preset))
+        mav.UNet(mav.stage_config(args.stage, args.preset, changes=args.model))
     model.to(device)
     optimizer = model.configure_optimizers(args.recipe.lr, device_type=device.type) if fast else \
         torch.optim.AdamW(model.parameters(), lr=args.recipe.lr, foreach=False, fused=False)

@@ -516,7 +516,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class Pseudo3DConv(nn.Module):
-    """k x k Conv2d on every frame, then a 3-tap Conv1d over frames (Dirac-initialised).
+    """k x k Conv2d on every frame, then a Conv1d of `temporal` taps over frames (Dirac-initialised;
+    0 taps: none, an image layer; 1: it sees only its own frame, as in the seed).
 
     The temporal conv has two paths that compute the same numbers (test_mav.py checks values and gradients):
     the paper's, two rearranges around an nn.Conv1d, and a fused one that skips the two transposes
@@ -524,10 +525,10 @@ class Pseudo3DConv(nn.Module):
     """
     fused = True
 
-    def __init__(self, dim_in: int, dim_out: int, kernel: int = 3, temporal: bool = False):
+    def __init__(self, dim_in: int, dim_out: int, kernel: int = 3, temporal: int = 0):
         super().__init__()
         self.spatial = nn.Conv2d(dim_in, dim_out, kernel, padding=kernel // 2)
-        self.temporal = nn.Conv1d(dim_out, dim_out, 3, padding=1) if temporal else None
+        self.temporal = nn.Conv1d(dim_out, dim_out, temporal, padding=temporal // 2) if temporal else None
         if temporal:
             nn.init.dirac_(self.temporal.weight)  # out[c, t] = in[c, t]: the identity
             nn.init.zeros_(self.temporal.bias)
@@ -547,14 +548,17 @@ class Pseudo3DConv(nn.Module):
 
     def temporal_conv_fused(self, x, frames: int):
         """The same Conv1d, without the two transposes: each tap k is a matmul over channels on the
-        frame-major layout, y_f = W_0·x_(f-1) + W_1·x_f + W_2·x_(f+1) + bias, zero past the clip's ends."""
-        h = x.shape[-2]
+        frame-major layout; with 3 taps y_f = W_0·x_(f-1) + W_1·x_f + W_2·x_(f+1) + bias, zero past the ends."""
+        h, k = x.shape[-2], self.temporal.kernel_size[0]
         x = rearrange(x, '(b f) c h w -> b f c (h w)', f=frames)                           # a view
-        taps = torch.matmul(rearrange(self.temporal.weight, 'o c k -> (k o) c'), x)       # b f (3 o) (h w)
-        before, now, after = rearrange(taps, 'b f (k o) p -> k b f o p', k=3)
-        y = now + self.temporal.bias[:, None].to(now.dtype)
-        y[:, 1:] += before[:, :-1]    # W_0 reads the previous frame
-        y[:, :-1] += after[:, 1:]     # W_2 reads the next frame
+        taps = torch.matmul(rearrange(self.temporal.weight, 'o c k -> (k o) c'), x)       # b f (k o) (h w)
+        taps = rearrange(taps, 'b f (k o) p -> k b f o p', k=k)
+        y = taps[k // 2] + self.temporal.bias[:, None].to(taps.dtype)
+        for tap, shift in zip(taps, range(-(k // 2), k // 2 + 1)):  # tap `shift` reads frame f + shift
+            if shift < 0:
+                y[:, -shift:] += tap[:, :shift]
+            elif shift > 0:
+                y[:, :-shift] += tap[:, shift:]
         return rearrange(y, 'b f c (h w) -> (b f) c h w', h=h)
 
 
@@ -648,9 +652,20 @@ class UNetConfig:
     temporal: bool = False            # video model: temporal conv + attention + stride embedding
     noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
     residual: bool = False            # interp, SR: make the difference to a guess (§7, §8); False there: §10
+    # What a video model's temporal layers are; each can be switched off to see what it buys
+    # (docs/ABLATIONS.md): the frames each temporal conv sees (1: its own only, as in the seed; 0: no
+    # temporal conv), the temporal attention, the frame-stride embedding.
+    temporal_kernel: int = 3
+    temporal_attention: bool = True
+    stride_embedding: bool = True
 
     def __post_init__(self):
         self.channels, self.attn_levels = tuple(self.channels), tuple(self.attn_levels)
+        if self.temporal_kernel < 0 or (self.temporal_kernel and self.temporal_kernel % 2 == 0):
+            raise ValueError(f"temporal_kernel={self.temporal_kernel}: an odd number of frames, or 0 (none)")
+
+    def conv_taps(self) -> int:  # the frames every temporal conv sees; 0: the model has none
+        return self.temporal_kernel if self.temporal else 0
 
 
 PRESETS = {
@@ -676,7 +691,7 @@ class Model(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int, emb_dim: int, temporal: bool):
+    def __init__(self, dim_in: int, dim_out: int, emb_dim: int, temporal: int):  # temporal: the conv's taps
         super().__init__()
         self.norm1 = group_norm(dim_in)
         self.conv1 = Pseudo3DConv(dim_in, dim_out, temporal=temporal)
@@ -699,8 +714,9 @@ class Block(nn.Module):
 
     def __init__(self, dim_in, dim_out, emb_dim, cfg: UNetConfig, attn: bool):
         super().__init__()
-        self.res = ResBlock(dim_in, dim_out, emb_dim, cfg.temporal)
-        self.attn = Pseudo3DAttention(dim_out, cfg.text_dim, cfg.head_dim, cfg.temporal) if attn else None
+        self.res = ResBlock(dim_in, dim_out, emb_dim, cfg.conv_taps())
+        self.attn = Pseudo3DAttention(dim_out, cfg.text_dim, cfg.head_dim,
+                                      cfg.temporal and cfg.temporal_attention) if attn else None
 
     def forward(self, x, emb, text: Text, frames=None):
         x = self.res(x, emb, frames)
@@ -715,19 +731,20 @@ class UNet(Model):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
-        ch, temporal = cfg.channels, cfg.temporal
+        ch, taps = cfg.channels, cfg.conv_taps()
         emb = 4 * ch[0]
         self.logsnr_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
         self.text_embed = nn.Linear(cfg.text_dim, emb)
         self.stride_embed = None
-        if temporal:  # the frame stride, embedded like λ; zero at first, so inflation is exact
+        # the frame stride, embedded like λ; zero at first, so inflation is exact
+        if cfg.temporal and cfg.stride_embedding:
             self.stride_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
             nn.init.zeros_(self.stride_embed[-1].weight)
             nn.init.zeros_(self.stride_embed[-1].bias)
         self.aug_embed = None
         if cfg.noise_cond:  # the log-SNR of the noise added to the conditioning (SR), embedded like λ
             self.aug_embed = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.conv_in = Pseudo3DConv(cfg.in_channels + cfg.cond_channels, ch[0], temporal=temporal)
+        self.conv_in = Pseudo3DConv(cfg.in_channels + cfg.cond_channels, ch[0], temporal=taps)
 
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips, width = [], ch[0]
@@ -749,7 +766,7 @@ class UNet(Model):
                 if level > 0 else nn.Identity()
             self.up.append(nn.ModuleDict(dict(blocks=blocks, sample=up)))
         self.norm_out = group_norm(ch[0])
-        self.conv_out = Pseudo3DConv(ch[0], cfg.out_channels, temporal=temporal)
+        self.conv_out = Pseudo3DConv(ch[0], cfg.out_channels, temporal=taps)
         nn.init.zeros_(self.conv_out.spatial.weight)
         nn.init.zeros_(self.conv_out.spatial.bias)
 
@@ -1131,6 +1148,7 @@ class Recipe:
     ema_decay: float            # decay of the EMA of the weights: what is saved and sampled
     joint_images: int = 0       # video: single frames with their prompts added to every step (joint training)
     guidance: float = 1.0       # the guidance weight it is sampled at, recorded in its checkpoint (1: unguided)
+    scratch: bool = False       # video: fresh weights, no image model inflated (the ablation of §3.3's claim)
     share: float = 0.0          # --stage all: its share of the chain's minutes
 
     def check(self, stage: str):
@@ -1148,8 +1166,8 @@ class Recipe:
                              + ("clips of 2 frames or more" if clips else "single frames (frames=1)"))
         if stage == "interp" and (self.frames - 1) % INTERP_FACTOR:
             raise ValueError(f"frames for interp must be 1 + a multiple of {INTERP_FACTOR} (e.g. 16)")
-        if stage != "video" and self.joint_images:
-            raise ValueError("joint_images applies to the video stage")
+        if stage != "video" and (self.joint_images or self.scratch):
+            raise ValueError("joint_images and scratch apply to the video stage")
 
 
 RECIPES = {
@@ -1166,9 +1184,10 @@ RECIPES = {
 }
 
 
-def stage_config(stage: str, preset: str, source: UNetConfig | None = None) -> UNetConfig:
-    """The UNetConfig of `stage`: the one of the model it starts from (or the preset's), changed as the table says."""
-    return replace(source or UNetConfig(**PRESETS[preset]), **STAGES[stage].unet)
+def stage_config(stage: str, preset: str, source: UNetConfig | None = None, changes: dict | None = None) -> UNetConfig:
+    """The UNetConfig of `stage`: the one of the model it starts from (or the preset's), changed as the table
+    says, and by `changes` (the temporal switches of an ablation)."""
+    return replace(source or UNetConfig(**PRESETS[preset]), **STAGES[stage].unet, **(changes or {}))
 
 
 # =============================================================================

@@ -48,7 +48,10 @@ def parse_args(argv=None):
         check_chain_out(p, args)
     else:
         args.recipe = recipe_of(p, args.stage, args.recipe or [], args.unlabeled)
+        if args.recipe.scratch and args.init:
+            p.error("--recipe scratch=1 starts from fresh weights, --init from a checkpoint's: choose one")
         check_out(p, args)
+    args.model = model_changes(p, args.stage, args.model or [])
     return args
 
 
@@ -64,6 +67,9 @@ def parser():
     what.add_argument("--recipe", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
                       help="change the stage's recipe (mav.RECIPES), e.g. --recipe batch=256 lr=1e-3; fields: "
                            + ", ".join(f.name for f in fields(mav.Recipe) if f.name != "share"))
+    what.add_argument("--model", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
+                      help="video or sr stage: switch a part of its temporal layers off, to measure what it buys "
+                           "(docs/ABLATIONS.md), e.g. --model temporal_kernel=1; fields: " + ", ".join(SWITCHES))
     what.add_argument("--steps", type=int, default=None,
                       help="total optimizer steps (resume continues up to it); default 5000; --stage all: per "
                            "stage, default no limit but the time")
@@ -102,7 +108,7 @@ def parser():
 def check_args(p, args):
     """Every number and combination checked (one line, exit 2, before anything is built)."""
     if args.stage == "all":
-        given = [flag for flag, value in (("--recipe", args.recipe), ("--init", args.init),
+        given = [flag for flag, value in (("--recipe", args.recipe), ("--model", args.model), ("--init", args.init),
                                           ("--unlabeled", args.unlabeled)) if value]
         if given:
             p.error(f"{given[0]} applies to one stage: --stage all trains every stage by its recipe (mav.RECIPES)")
@@ -118,29 +124,62 @@ def check_args(p, args):
         p.error("--unlabeled applies to the video stage")
     if args.init and args.resume:
         p.error("--init starts a new run from a checkpoint's weights, --resume continues a run: choose one")
+    if args.model and (args.init or args.resume):
+        p.error("--model builds a new network; --init and --resume take the checkpoint's own")
+
+
+def parsed_changes(p, flag: str, items: list[str], defaults) -> dict:
+    """FIELD=VALUE items -> {field: value}, each of the type of its value in `defaults`; one line, exit 2, else."""
+    types = {name: type(value) for name, value in defaults.items()}
+    truth = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    changes = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in types or not value:
+            p.error(f"{flag} {item}: not FIELD=VALUE with FIELD one of {', '.join(types)}")
+        kind = types[name]
+        try:
+            if kind is bool:
+                changes[name] = truth[value.lower()]
+            else:
+                changes[name] = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+        except (KeyError, ValueError):
+            p.error(f"{flag} {item}: {value!r} is not a {kind.__name__}")
+    return changes
 
 
 def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False) -> mav.Recipe:
     """The stage's row of mav.RECIPES with --recipe's FIELD=VALUE changes, checked."""
-    types = {f.name: type(getattr(mav.RECIPES[stage], f.name)) for f in fields(mav.Recipe) if f.name != "share"}
-    changes = {}
-    for item in overrides:
-        name, _, value = item.partition("=")
-        if name not in types or not value:
-            p.error(f"--recipe {item}: not FIELD=VALUE with FIELD one of {', '.join(types)}")
-        try:
-            changes[name] = types[name](float(value)) if types[name] is int and float(value).is_integer() \
-                else types[name](value)
-        except ValueError:
-            p.error(f"--recipe {item}: {value!r} is not a {types[name].__name__}")
+    row = mav.RECIPES[stage]
+    changes = parsed_changes(p, "--recipe", overrides, {f.name: getattr(row, f.name) for f in fields(mav.Recipe)
+                                                         if f.name != "share"})
     if unlabeled and changes.get("joint_images"):
         p.error("--unlabeled trains on clips without text: no joint images with prompts (joint_images=0)")
-    recipe = replace(mav.RECIPES[stage], **changes, **({"joint_images": 0} if unlabeled else {}))
+    if unlabeled and changes.get("scratch"):
+        p.error("--unlabeled trains only the temporal layers of an image model: not from scratch (scratch=0)")
+    recipe = replace(row, **changes, **({"joint_images": 0} if unlabeled else {}))
     try:
         recipe.check(stage)
     except ValueError as e:
         p.error(f"--recipe: {e}")
     return recipe
+
+
+SWITCHES = ("temporal_kernel", "temporal_attention", "stride_embedding")  # the parts of mav.UNetConfig --model sets
+
+
+def model_changes(p, stage: str, items: list[str]) -> dict:
+    """--model's FIELD=VALUE changes to a new video (or sr) network's temporal layers, checked."""
+    defaults = mav.UNetConfig()
+    changes = parsed_changes(p, "--model", items, {name: getattr(defaults, name) for name in SWITCHES})
+    if changes and stage not in ("video", "sr"):
+        p.error(f"--model applies to the video and sr stages (the {stage} network "
+                + ("has no temporal layers)" if stage in ("image", "judge") else "inherits the video model's)"))
+    try:
+        replace(defaults, **changes)
+    except ValueError as e:
+        p.error(f"--model: {e}")
+    return changes
 
 
 def check_out(p, args):
@@ -170,25 +209,25 @@ def load_source(out, preset, stage, needed_by):
     return model, meta
 
 
-def build_model(args, stage):
+def build_model(args, stage, recipe: mav.Recipe):
     """-> (model, its text encoder, meta of its origin): what mav.STAGES says the stage starts from.
 
     image and sr: new UNets (sr at 64², with the upsampled low-res video as an input channel and its
-    noise level embedded). video: the image checkpoint, inflated. interp: the video checkpoint, inflated
-    again with 3 zero-initialised input channels (known frames, mask, their blend in time). --init: the
-    stage's own weights, from any folder.
+    noise level embedded). video: the image checkpoint, inflated (with the recipe's scratch=1: a new
+    UNet, the ablation of inflation). interp: the video checkpoint, inflated again with 3 zero-initialised
+    input channels (known frames, mask, their blend in time). --init: the stage's own weights, from any folder.
     """
     if args.init:
         return init_model(args, stage)
     if stage == "judge":  # no text, no preset: one small CNN reads every stage
         return evaluate.Judge(evaluate.JudgeConfig()), None, {}
-    source = mav.STAGES[stage].starts_from
+    source = None if recipe.scratch else mav.STAGES[stage].starts_from
     if source is None:  # the cascade's encoder: the image model's, if there is one
         encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER) \
-            if stage != "image" else mav.DEFAULT_TEXT_ENCODER
-        return mav.UNet(mav.stage_config(stage, args.preset)), encoder, {}
+            if stage != "image" and not recipe.scratch else mav.DEFAULT_TEXT_ENCODER
+        return mav.UNet(mav.stage_config(stage, args.preset, changes=args.model)), encoder, {}
     model, meta = load_source(args.out, args.preset, source, stage)
-    cfg = mav.stage_config(stage, args.preset, source=model.cfg)
+    cfg = mav.stage_config(stage, args.preset, source=model.cfg, changes=args.model)
     return mav.inflate(model.state_dict(), cfg), meta["text_encoder"], {f"{source}_step": meta.get("step")}
 
 
@@ -349,7 +388,7 @@ class Trainer:
         state = load_train_state(self.state_path if resume is True else resume, stage, args.preset,
                                  args.unlabeled) if resume else None
         self.model, self.text_encoder, self.origin = resumed_model(stage, state) if state else \
-            build_model(args, stage)
+            build_model(args, stage, recipe)
         self.model.to(self.device)
         if args.unlabeled:  # only the temporal layers learn: the image model's text control stays as it was
             temporal = mav.temporal_names(self.model.cfg)
@@ -400,6 +439,9 @@ class Trainer:
         print(f"{self.stage}: {self.model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
               f"preset {self.args.preset}, {world} process{'es' if world > 1 else ''}, {self.args.precision} on "
               f"{self.device}, text {self.text_encoder}, out {self.args.out}/\n  recipe: {recipe}")
+        cfg = self.model.cfg if isinstance(self.model, mav.UNet) else None
+        if cfg is not None and cfg.temporal:
+            print("  temporal layers: " + ", ".join(f"{k} {getattr(cfg, k):g}" for k in SWITCHES))
 
     def last_good(self) -> str:
         if self.saved_step:
