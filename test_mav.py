@@ -328,7 +328,7 @@ def test_unet_shapes_on_images_and_videos(cache):
 
 def test_temporal_conv_starts_as_identity():
     torch.manual_seed(0)
-    conv = mav.Pseudo3DConv(4, 6, temporal=True)
+    conv = mav.Pseudo3DConv(4, 6, temporal=3)
     x = torch.randn(2 * 5, 4, 8, 8)  # (b f) c h w
     assert torch.allclose(conv(x, frames=5), conv.spatial(x), atol=1e-6)
     with torch.no_grad():
@@ -336,11 +336,12 @@ def test_temporal_conv_starts_as_identity():
     assert not torch.allclose(conv(x, frames=5), conv.spatial(x), atol=1e-3)
 
 
-def test_fused_temporal_conv_is_the_papers_conv1d_over_each_pixels_frames(monkeypatch):
+@pytest.mark.parametrize("taps", [3, 1, 5])
+def test_fused_temporal_conv_is_the_papers_conv1d_over_each_pixels_frames(monkeypatch, taps):
     """The transpose-free temporal conv equals the paper's rearrange -> Conv1d -> rearrange, values and gradients,
     and the whole model gives the same on either path."""
     torch.manual_seed(0)
-    conv = mav.Pseudo3DConv(4, 6, temporal=True)
+    conv = mav.Pseudo3DConv(4, 6, temporal=taps)
     with torch.no_grad():
         conv.temporal.weight.normal_(0, 0.3)
         conv.temporal.bias.normal_(0, 0.3)
@@ -351,7 +352,7 @@ def test_fused_temporal_conv_is_the_papers_conv1d_over_each_pixels_frames(monkey
     grads = [torch.autograd.grad(y.square().sum(), params) for y in (plain, fast)]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-4)
-    model = randomized(mav.UNet(mav.replace(TINY, temporal=True))).eval()
+    model = randomized(mav.UNet(mav.replace(TINY, temporal=True, temporal_kernel=taps))).eval()
     video, logsnr, text = torch.randn(2, 1, 5, 32, 32), torch.zeros(2), fake_text(2)
     with torch.no_grad():
         fused = model(video, logsnr, text, stride=torch.ones(2))
@@ -387,6 +388,67 @@ def test_inflation_invariant(cache):
         frames = torch.stack([image_model(video[:, :, i], logsnr, text) for i in range(6)], dim=2)
     assert frames.abs().mean() > 0.01  # a real signal, not zeros on both sides
     assert (out - frames).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("taps", [0, 1, 3, 5])
+def test_a_temporal_conv_sees_as_many_frames_as_its_taps(taps):
+    """Frame 3 of the input reaches frames 3 ± taps // 2 of the output, and no others (0 taps: no temporal conv)."""
+    torch.manual_seed(0)
+    conv = mav.Pseudo3DConv(4, 6, temporal=taps)
+    assert (conv.temporal is None) == (taps == 0)
+    if taps:
+        with torch.no_grad():
+            conv.temporal.weight.normal_(0, 0.3)
+    x = torch.randn(8, 4, 5, 5)  # one clip of 8 frames
+    nudged = x.clone()
+    nudged[3] += 1.0
+    with torch.no_grad():
+        changed = (conv(nudged, frames=8) - conv(x, frames=8)).abs().amax(dim=(1, 2, 3)) > 1e-6
+    assert changed.nonzero().flatten().tolist() == list(range(3 - taps // 2, 3 + taps // 2 + 1)) if taps else [3]
+
+
+SWITCHED_OFF = {"temporal_kernel": 0, "temporal_attention": False, "stride_embedding": False}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHED_OFF))
+def test_a_switched_off_temporal_part_has_no_weights_and_inflation_stays_exact(cache, switch):
+    """Each ablation switch removes exactly its part (no temporal conv, no temporal attention, no stride
+    embedding), and the video model inflated with it still equals the image model frame by frame."""
+    cfg = mav.replace(TINY, **{switch: SWITCHED_OFF[switch]})
+    full, ablated = mav.temporal_names(TINY), mav.temporal_names(cfg)
+    part = {"temporal_kernel": ".temporal.", "temporal_attention": "temporal_attn", "stride_embedding": "stride_embed"}
+    assert ablated == {name for name in full if part[switch] not in name} and ablated < full
+    image_model = randomized(mav.UNet(TINY)).eval()
+    video_model = mav.inflate(image_model.state_dict(), cfg).eval()
+    assert set(video_model.state_dict()) == set(image_model.state_dict()) | ablated
+    video, logsnr, text = torch.randn(2, 1, 5, 32, 32), torch.tensor([-3.0, 7.0]), cache(torch.tensor([12, 301]))
+    with torch.no_grad():
+        out = video_model(video, logsnr, text, stride=torch.tensor([1.0, 2.0]))
+        frames = torch.stack([image_model(video[:, :, i], logsnr, text) for i in range(5)], dim=2)
+    assert (out - frames).abs().max() < 1e-5 and frames.abs().mean() > 0.01
+
+
+def test_without_temporal_conv_and_attention_the_video_model_sees_frames_apart():
+    """With both temporal parts switched off, no frame reaches another: a video model in name only (the
+    lower end of the ablation table), while the full model's frames do depend on each other."""
+    video = torch.randn(1, 1, 6, 32, 32)
+    nudged = video.clone()
+    nudged[:, :, 2] += 1.0
+    for cfg, mixes in [(mav.replace(TINY, temporal=True, temporal_kernel=0, temporal_attention=False), False),
+                       (mav.replace(TINY, temporal=True), True)]:
+        torch.manual_seed(0)
+        model = mav.UNet(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():  # every weight, the temporal ones too (randomized() keeps those)
+                p.normal_(0, 0.1)
+            delta = (model(nudged, torch.zeros(1), fake_text(1)) - model(video, torch.zeros(1), fake_text(1))).abs()
+        others = delta[:, :, [0, 1, 3, 4, 5]].max()
+        assert delta[:, :, 2].max() > 1e-3 and (others > 1e-4) == mixes
+
+
+def test_an_even_temporal_kernel_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        mav.replace(TINY, temporal_kernel=2)
 
 
 def test_inflation_fails_loudly_on_weights_that_do_not_match():
@@ -556,6 +618,62 @@ def test_train_bad_arguments_are_one_line_errors(capsys, tmp_path):
     expect_one_line_error(capsys, train.main, ["--stage", "audio"], "invalid choice")
     expect_one_line_error(capsys, train.main, ["--stage", "image", "--steps", "0"], "--steps must be positive")
     expect_one_line_error(capsys, train.main, ["--stage", "video", "--out", str(tmp_path)], "no image checkpoint")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--stage", "image", "--model", "temporal_kernel=1"], "--model applies to the video and sr stages"),
+    (["--stage", "interp", "--model", "temporal_attention=0"], "inherits the video model's"),
+    (["--stage", "video", "--model", "temporal_kernel=2"], "an odd number of frames"),
+    (["--stage", "video", "--model", "depth=3"], "not FIELD=VALUE with FIELD one of temporal_kernel"),
+    (["--stage", "video", "--model", "temporal_attention=maybe"], "'maybe' is not a bool"),
+    (["--stage", "video", "--resume", "--model", "temporal_kernel=1"], "--model builds a new network"),
+    (["--stage", "all", "--model", "stride_embedding=0"], "--model applies to one stage"),
+    (["--stage", "image", "--recipe", "scratch=1"], "scratch apply to the video stage"),
+    (["--stage", "video", "--recipe", "scratch=1", "--init", "checkpoints"], "choose one"),
+    (["--stage", "video", "--unlabeled", "--recipe", "scratch=1"], "not from scratch"),
+])
+def test_train_refuses_ablations_that_cannot_be(capsys, tmp_path, argv, needle):
+    import train
+    expect_one_line_error(capsys, train.main, [*argv, "--out", str(tmp_path / "run")], needle)
+
+
+def tiny_video_run(out, *extra):
+    train.main(["--stage", "video", "--preset", "tiny", "--out", str(out), "--steps", "2", "--sample-every", "0",
+                "--recipe", "batch=2", "frames=4", "joint_images=2", *extra])
+
+
+def test_an_ablated_network_trains_resumes_and_loads_as_built(trained, tmp_path):
+    """--model's switches reach the network, its checkpoint and its resume file: the run goes on without
+    the flag and its model loads as it was built."""
+    folder = tmp_path / "kernel_1"
+    shutil.copytree(trained, folder)
+    tiny_video_run(folder, "--overwrite", "--model", "temporal_kernel=1", "temporal_attention=0", "--save-every", "1")
+    tiny_video_run(folder, "--resume", "--steps", "3")
+    model, meta = mav.load_checkpoint(str(folder), "video")
+    assert meta["step"] == 3 and model.cfg.temporal_kernel == 1 and not model.cfg.temporal_attention
+    assert not any("temporal_attn" in name for name in model.state_dict())
+    assert model.conv_in.temporal.kernel_size == (1,)
+
+
+def test_a_scratch_video_model_loads_no_image_weights(trained, tmp_path):
+    """scratch=1 starts from fresh weights, with or without an image model in the folder; inflation starts
+    from the image model's (after 2 steps at a warm-up learning rate they are still nearly those)."""
+    image = mav.load_checkpoint(str(trained), "image")[0].state_dict()["conv_in.spatial.weight"]
+    distance = lambda folder: (mav.load_checkpoint(str(folder), "video")[0].state_dict()["conv_in.spatial.weight"]
+                               - image).abs().max().item()
+    inflated, scratch, alone = tmp_path / "inflated", tmp_path / "scratch", tmp_path / "alone"
+    for folder in (inflated, scratch):
+        shutil.copytree(trained, folder)
+    alone.mkdir()
+    for name in os.listdir(trained):
+        if name.startswith("text-"):
+            shutil.copy(trained / name, alone)
+    tiny_video_run(inflated, "--overwrite")
+    tiny_video_run(scratch, "--overwrite", "--recipe", "scratch=1")
+    tiny_video_run(alone, "--recipe", "scratch=1")
+    assert distance(inflated) < 1e-3 < distance(scratch)
+    meta = mav.checkpoint_meta(str(alone), "video")
+    assert meta["recipe"]["scratch"] and "image_step" not in meta and not (alone / "image.safetensors").exists()
 
 
 def test_cli_error_has_no_traceback(tmp_path):
