@@ -1108,7 +1108,8 @@ def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, g
 # from, how its UNetConfig differs), and one how each is trained (its
 # recipe). train.py reads a stage's row for a single run (`--stage video`, any
 # field overridden with `--recipe field=value`) and loops over the rows for
-# the whole chain (`--stage all`, each stage in its share of the minutes);
+# the whole chain (`--stage all`, each stage its recipe's steps: the same
+# checkpoints on a fast CPU and a slow one, only sooner or later);
 # sample.py runs the networks in this order. The judge that scores them
 # (evaluate.py) is trained by the same loop, so it has a recipe too.
 #
@@ -1149,15 +1150,16 @@ class Recipe:
     joint_images: int = 0       # video: single frames with their prompts added to every step (joint training)
     guidance: float = 1.0       # the guidance weight it is sampled at, recorded in its checkpoint (1: unguided)
     scratch: bool = False       # video: fresh weights, no image model inflated (the ablation of §3.3's claim)
-    share: float = 0.0          # --stage all: its share of the chain's minutes
+    steps: int = 5000           # optimizer steps of a run (train.py --steps changes it)
 
     def check(self, stage: str):
         """Raise ValueError (one line) where this recipe cannot train `stage`."""
         if not all(math.isfinite(v) for v in asdict(self).values()):
             raise ValueError("every value must be a finite number")
-        if min(self.batch, self.frames, self.lr) <= 0 or min(self.warmup, self.joint_images, self.min_snr,
+        if min(self.batch, self.frames, self.lr, self.steps) <= 0 or min(self.warmup, self.joint_images, self.min_snr,
                                                               self.guidance) < 0:
-            raise ValueError("batch, frames and lr must be positive; warmup, joint_images, min_snr, guidance >= 0")
+            raise ValueError("batch, frames, lr and steps must be positive; warmup, joint_images, min_snr, "
+                             "guidance >= 0")
         if not (0 <= self.cooldown < 1 and 0 <= self.ema_decay < 1):
             raise ValueError("cooldown and ema_decay must be in [0, 1)")
         clips = stage in STAGES and STAGES[stage].unet.get("temporal", False)
@@ -1173,14 +1175,15 @@ class Recipe:
 RECIPES = {
     # image and video at guidance 7: at 3, a laptop's video model names the pair as often but lets its
     # digits switch more. Interp and SR weight their loss plainly: their few-step samplers start from the
-    # x̂ at (nearly) pure noise, where Min-SNR's weight is ~0.
+    # x̂ at (nearly) pure noise, where Min-SNR's weight is ~0. The steps are those the two-hour chain that
+    # made checkpoints/cpu took (it split minutes then), rounded.
     "image": Recipe(batch=32, frames=1, lr=1e-3, warmup=100, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
-                    guidance=7.0, share=0.50),
+                    guidance=7.0, steps=17400),
     "video": Recipe(batch=4, frames=16, lr=5e-4, warmup=50, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
-                    joint_images=16, guidance=7.0, share=0.20),
-    "interp": Recipe(batch=4, frames=16, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, share=0.15),
-    "sr": Recipe(batch=2, frames=8, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, share=0.15),
-    "judge": Recipe(batch=256, frames=1, lr=2e-4, warmup=200, cooldown=0.0, min_snr=0.0, ema_decay=0.999),
+                    joint_images=16, guidance=7.0, steps=2000),
+    "interp": Recipe(batch=4, frames=16, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, steps=1700),
+    "sr": Recipe(batch=2, frames=8, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, steps=1600),
+    "judge": Recipe(batch=256, frames=1, lr=2e-4, warmup=200, cooldown=0.0, min_snr=0.0, ema_decay=0.999, steps=3000),
 }
 
 

@@ -7,9 +7,11 @@ Train one stage of the Make-A-Video cascade on Moving MNIST, or all four in turn
     python train.py --stage interp                # masked frame interpolation, from the video model
     python train.py --stage sr                    # video super-resolution 32² -> 64²
     python train.py --stage judge                 # the digit judge that scores samples (evaluate.py)
-    python train.py --stage all --time-limit 120  # image -> video -> interp -> sr, on a laptop
+    python train.py --stage all                   # image -> video -> interp -> sr, on a laptop
+    python train.py --stage video --model temporal_attention=0   # an ablation (docs/ABLATIONS.md)
 
-Every stage trains by its row of mav.RECIPES (change any field with --recipe FIELD=VALUE) and writes
+Every stage trains by its row of mav.RECIPES, for its steps (change any field with --recipe FIELD=VALUE,
+the steps with --steps) and writes
 <out>/<stage>.safetensors + .json (EMA weights, what sampling uses), <out>/<stage>-train.pt (the full
 state, for --resume), <out>/<stage>.log (the loss) and sample grids under <out>/samples/.
 """
@@ -47,7 +49,7 @@ def parse_args(argv=None):
     if args.stage == "all":
         check_chain_out(p, args)
     else:
-        args.recipe = recipe_of(p, args.stage, args.recipe or [], args.unlabeled)
+        args.recipe = recipe_of(p, args.stage, args.recipe or [], args.unlabeled, args.steps)
         if args.recipe.scratch and args.init:
             p.error("--recipe scratch=1 starts from fresh weights, --init from a checkpoint's: choose one")
         check_out(p, args)
@@ -66,16 +68,16 @@ def parser():
                       help="model size: tiny (tests), cpu (the laptop chain), small, base (GPU)")
     what.add_argument("--recipe", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
                       help="change the stage's recipe (mav.RECIPES), e.g. --recipe batch=256 lr=1e-3; fields: "
-                           + ", ".join(f.name for f in fields(mav.Recipe) if f.name != "share"))
+                           + ", ".join(f.name for f in fields(mav.Recipe) if f.name != "steps"))
     what.add_argument("--model", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
                       help="video or sr stage: switch a part of its temporal layers off, to measure what it buys "
                            "(docs/ABLATIONS.md), e.g. --model temporal_kernel=1; fields: " + ", ".join(SWITCHES))
     what.add_argument("--steps", type=int, default=None,
-                      help="total optimizer steps (resume continues up to it); default 5000; --stage all: per "
-                           "stage, default no limit but the time")
+                      help="total optimizer steps (resume continues up to it); default the recipe's, the laptop "
+                           "chain's; --stage all: every stage this many")
     what.add_argument("--time-limit", type=float, default=None,
-                      help="stop (and save) after this many minutes, even before --steps; --stage all: "
-                           "minutes of training for the whole chain (default 120, or the resumed chain's)")
+                      help="stop (and save) after this many minutes of this command, even before --steps; "
+                           "--resume continues (the same checkpoints as a run never stopped)")
     what.add_argument("--seed", type=int, default=0)
     what.add_argument("--unlabeled", action="store_true",
                       help="video stage: no text ever accompanies a clip (null prompt); only the temporal layers "
@@ -112,9 +114,8 @@ def check_args(p, args):
                                           ("--unlabeled", args.unlabeled)) if value]
         if given:
             p.error(f"{given[0]} applies to one stage: --stage all trains every stage by its recipe (mav.RECIPES)")
-    args.steps = (10 ** 9 if args.stage == "all" else 5000) if args.steps is None else args.steps
     for name in ("steps", "log_every", "save_every"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.sample_every < 0:
         p.error("--sample-every must be >= 0")
@@ -148,11 +149,11 @@ def parsed_changes(p, flag: str, items: list[str], defaults) -> dict:
     return changes
 
 
-def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False) -> mav.Recipe:
-    """The stage's row of mav.RECIPES with --recipe's FIELD=VALUE changes, checked."""
-    row = mav.RECIPES[stage]
+def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, steps: int | None = None) -> mav.Recipe:
+    """The stage's row of mav.RECIPES with --recipe's FIELD=VALUE changes (and --steps), checked."""
+    row = replace(mav.RECIPES[stage], steps=steps or mav.RECIPES[stage].steps)
     changes = parsed_changes(p, "--recipe", overrides, {f.name: getattr(row, f.name) for f in fields(mav.Recipe)
-                                                         if f.name != "share"})
+                                                         if f.name != "steps"})
     if unlabeled and changes.get("joint_images"):
         p.error("--unlabeled trains on clips without text: no joint images with prompts (joint_images=0)")
     if unlabeled and changes.get("scratch"):
@@ -379,8 +380,9 @@ class Trainer:
     """One run of one stage by its recipe, on every rank of a torchrun: set up or resume, then loop,
     checking and saving as it goes, then finish. `args` is the command's, read and never changed."""
 
-    def __init__(self, args, stage: str, recipe: mav.Recipe, resume=None, budget_s: float | None = None):
-        self.args, self.stage, self.recipe, self.budget_s = args, stage, recipe, budget_s
+    def __init__(self, args, stage: str, recipe: mav.Recipe, resume=None, started: float | None = None):
+        # started: when --time-limit's minutes began (a chain's stages share the chain's); else at the first step
+        self.args, self.stage, self.recipe, self.started = args, stage, recipe, started
         self.rank, self.world, device = setup_distributed(args.device)
         self.main_process, self.device = self.rank == 0, torch.device(device)
         self.state_path = os.path.join(args.out, f"{stage}-train.pt")
@@ -488,12 +490,10 @@ class Trainer:
                                    train_seconds=seconds), self.state_path)
         self.saved_step = self.step
 
-    def stop_reason(self, stop: StopSignal, run_start: float) -> str | None:
+    def stop_reason(self, stop: StopSignal) -> str | None:
         """'signal' or 'time' when the run must stop before the next step; rank 0 decides for every rank,
         so that all stop at the same step."""
-        time_up = self.args.time_limit is not None and self.budget_s is None and \
-            time.time() - run_start > 60 * self.args.time_limit
-        time_up |= self.budget_s is not None and time.time() - self.t_start > self.budget_s
+        time_up = self.args.time_limit is not None and time.time() - self.started > 60 * self.args.time_limit
         reason = "signal" if stop.received else "time" if time_up else None
         if self.world == 1:
             return reason
@@ -502,11 +502,8 @@ class Trainer:
         return [None, "time", "signal"][int(code.item())]
 
     def progress(self) -> float:
-        """How far the run is, 0 -> 1: by --steps, or by its time budget where it has one (the further)."""
-        done = self.step / self.args.steps
-        if self.budget_s:
-            done = max(done, (time.time() - self.t_start) / self.budget_s)
-        return min(done, 1.0)
+        """How far the run is, 0 -> 1, in steps: never in time, so that a slow machine trains the same model."""
+        return min(self.step / self.recipe.steps, 1.0)
 
     def learning_rate(self) -> float:
         """Linear warm-up to the recipe's lr, then constant; over its last `cooldown` of the run, down to 0."""
@@ -563,21 +560,22 @@ class Trainer:
         bar: a progress bar to update once per step (default: one of this run's steps)."""
         args, r = self.args, self.recipe
         per_step = r.batch * r.frames + r.joint_images
-        bar = bar or tqdm(total=args.steps, initial=self.step, desc=self.stage, dynamic_ncols=True,
+        bar = bar or tqdm(total=r.steps, initial=self.step, desc=self.stage, dynamic_ncols=True,
                           disable=not self.main_process)
-        stop, run_start, reason = StopSignal(), time.time(), None
+        stop, reason = StopSignal(), None
         t_log, n_log = time.time(), 0
+        self.started = self.started or t_log
         try:
-            while self.step < args.steps and not (reason := self.stop_reason(stop, run_start)):
+            while self.step < r.steps and not (reason := self.stop_reason(stop)):
                 loss = self.train_step()
                 n_log += 1
                 bar.update(1)
-                if self.step % args.log_every == 0 or self.step == args.steps:
+                if self.step % args.log_every == 0 or self.step == r.steps:
                     self.read_loss(loss, n_log * per_step * self.world / (time.time() - t_log), bar)
                     t_log, n_log = time.time(), 0
-                if self.step % args.save_every == 0 or self.step == args.steps:
+                if self.step % args.save_every == 0 or self.step == r.steps:
                     self.save()
-                self.watch(last=self.step == args.steps)
+                self.watch(last=self.step == r.steps)
             if reason:
                 self.save()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now
@@ -626,25 +624,22 @@ def chain_path(out: str) -> str:
 
 def check_chain_out(p, args):
     """A chain's folder holds one chain: a new chain never starts over another run's checkpoints, and
-    --resume continues only the chain recorded in <out>/chain.json, with the same preset, minutes, seed."""
+    --resume continues only the chain recorded in <out>/chain.json, with the same preset, seed and steps."""
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} is a file, not a folder")
     if args.resume is not None and args.resume is not True:
         p.error("--stage all --resume takes no PATH: it continues the chain in --out")
     if args.resume and args.overwrite:
         p.error("--resume continues the chain in --out, --overwrite starts it over: choose one")
-    recorded = {} if args.overwrite else mav.checkpoint_meta(args.out, "chain")
-    if args.time_limit is None:  # a resumed chain keeps its minutes
-        args.time_limit = float(recorded.get("time_limit", 120.0)) if args.resume else 120.0
     if args.overwrite:
         return
     if args.resume:
+        recorded = mav.checkpoint_meta(args.out, "chain")
         if not recorded:
             p.error(f"--resume: {chain_path(args.out)} does not exist, so {args.out}/ holds no chain to continue")
-        for key in ("preset", "time_limit", "seed"):
-            if recorded.get(key) != getattr(args, key):
-                p.error(f"--resume: the chain in {args.out}/ has {key} {recorded.get(key)!r}, not "
-                        f"{getattr(args, key)!r}")
+        for key, value in (("preset", args.preset), ("seed", args.seed), ("steps", chain_steps(args))):
+            if recorded.get(key) != value:
+                p.error(f"--resume: the chain in {args.out}/ has {key} {recorded.get(key)!r}, not {value!r}")
         return
     held = [name for stage in [*CHAIN, "chain"] for name in (f"{stage}.json", f"{stage}-train.pt")
             if os.path.exists(os.path.join(args.out, name))]
@@ -653,26 +648,44 @@ def check_chain_out(p, args):
                 "with --overwrite")
 
 
-def chain_budgets(time_limit: float, done: dict) -> dict:
-    """Seconds of training for each stage not yet done: its share of the minutes the done stages left.
-    Time a stage leaves unused (it reached --steps) so goes to the stages after it."""
-    left = 60 * time_limit - sum(done.values())
-    todo = [stage for stage in CHAIN if stage not in done]
-    shares = sum(mav.RECIPES[stage].share for stage in todo)
-    return {stage: max(0.0, left * mav.RECIPES[stage].share / shares) for stage in todo}
+def chain_steps(args) -> dict:
+    """Each stage's steps: its recipe's, or --steps for every stage."""
+    return {stage: args.steps or mav.RECIPES[stage].steps for stage in CHAIN}
+
+
+def step_seconds(args, stage: str, recipe: mav.Recipe, cache) -> float:
+    """Seconds of one training step of `stage` here: two steps of a fresh network, after one to warm up.
+    (It leaves the run as it would be without it: every stage's Trainer seeds its own random streams.)"""
+    device = torch.device(args.device)
+    model = mav.UNet(mav.stage_config(stage, args.preset)).to(device)
+    step_loss = StageLoss(model, stage, recipe, cache.to(device), device)
+    optimizer = model.configure_optimizers(recipe.lr, device_type=device.type)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    one_step = lambda: optimizer_step(step_loss, model, optimizer, cli.autocast(device, args.precision), scaler)
+    one_step()
+    t0 = time.perf_counter()
+    for _ in range(2):
+        one_step().item()  # .item(): the device has finished the step
+    return (time.perf_counter() - t0) / 2
+
+
+def duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 class ChainBar(tqdm):
-    """The whole chain's progress bar, in seconds of its time budget (so its ETA is the chain's), which
-    each stage's loop updates as its own bar; track() says which stage, and how to read its seconds."""
+    """The whole chain's progress bar, in seconds as first timed (step_seconds): a step of a stage moves it
+    by that stage's seconds a step, so its ETA covers the stages still to come, and tqdm's measured rate
+    corrects the first timing as the chain runs. Each stage's loop updates it as its own bar."""
 
-    def track(self, stage: str, trained_s, before_s: float):
-        self.trained_s, self.before_s = trained_s, before_s
+    def track(self, stage: str, step_s: float, done_steps: int):
+        self.step_s = step_s
+        self.total -= done_steps * step_s  # a resumed stage's steps before this command are not this bar's
         self.set_description(stage)
 
     def update(self, n=1):
-        self.n = min(self.total, round(self.before_s + self.trained_s()))
-        self.refresh()
+        super().update(n * self.step_s)
 
     def close(self, end: bool = False):  # a stage's loop closes its bar; the chain's ends with the chain
         if end:
@@ -680,42 +693,52 @@ class ChainBar(tqdm):
 
 
 def train_chain(args):
-    """image -> video -> interp -> sr into one folder, each stage by its recipe in its share of
-    --time-limit; --resume picks the chain up in the stage where it stopped."""
+    """image -> video -> interp -> sr into one folder, each stage its recipe's steps (the same checkpoints
+    on any machine); --time-limit stops and saves, --resume picks the chain up where it stopped."""
+    started = time.time()
     recorded = mav.checkpoint_meta(args.out, "chain") if args.resume else {}
-    done = recorded.get("done", {})
-    chain = dict(stage="chain", preset=args.preset, time_limit=args.time_limit, seed=args.seed,
-                 shares={stage: mav.RECIPES[stage].share for stage in CHAIN}, done=done,
-                 budgets=recorded.get("budgets", {}))
+    done, steps = recorded.get("done", {}), chain_steps(args)
+    chain = dict(stage="chain", preset=args.preset, seed=args.seed, steps=steps, done=done)
     os.makedirs(args.out, exist_ok=True)
     mav.atomic_write_json(chain, chain_path(args.out))
-    print(f"chain: {' -> '.join(CHAIN)} into {args.out}/, {args.time_limit:g} min of training split by shares "
-          + ", ".join(f"{stage} {mav.RECIPES[stage].share:.0%}" for stage in CHAIN)
-          + "; a stage that ends early leaves its time to those after it"
-          + (f"; done already: {', '.join(done)}" if done else ""))
-    bar = ChainBar(total=round(60 * args.time_limit), initial=round(sum(done.values())), unit="s",
-                   dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| {n}/{total} s "
-                                                  "[{elapsed}<{remaining}{postfix}]")
-    for stage in [stage for stage in CHAIN if stage not in done]:
-        budget = chain_budgets(args.time_limit, done)[stage]  # after the stages before it: their unused time
-        chain["budgets"][stage] = round(budget, 1)
+    todo = [stage for stage in CHAIN if stage not in done]
+    recipes = {stage: replace(mav.RECIPES[stage], steps=steps[stage]) for stage in CHAIN}
+    cache = mav.TextCache.load_or_build(args.out)
+    step_s = {stage: step_seconds(args, stage, recipes[stage], cache) for stage in todo}
+    print(f"chain: {' -> '.join(f'{stage} {steps[stage]:,}' for stage in CHAIN)} steps into {args.out}/; "
+          f"on this machine about {duration(sum(steps[s] * step_s[s] for s in todo))}"
+          + (f" for {', '.join(todo)} (done already: {', '.join(done)})" if done else "")
+          + f" (a step: {', '.join(f'{s} {step_s[s]:.2f} s' for s in todo)})"
+          + (f"; stops and saves after {args.time_limit:g} min, --resume goes on" if args.time_limit else ""))
+    bar = ChainBar(total=sum(steps[s] * step_s[s] for s in todo), unit="s", dynamic_ncols=True,
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+    for stage in todo:
         resume = bool(args.resume) and os.path.exists(os.path.join(args.out, f"{stage}-train.pt"))
-        trainer = Trainer(args, stage, mav.RECIPES[stage], resume=resume or None, budget_s=budget)
-        bar.track(stage, lambda: time.time() - trainer.t_start, sum(done.values()))
+        trainer = Trainer(args, stage, recipes[stage], resume=resume or None, started=started)
+        bar.track(stage, step_s[stage], trainer.step)
         try:
             trainer.train(bar)
         except SystemExit as stop:
             bar.close(end=True)
             if stop.code == 130:
-                print(f"continue the chain with: python train.py --stage all --preset {args.preset} "
-                      f"--time-limit {args.time_limit:g} --out {args.out} --resume")
+                print(f"continue the chain with: {resume_command(args)}")
             raise
+        if trainer.step < trainer.recipe.steps:  # the time limit: saved, to go on with --resume
+            bar.close(end=True)
+            print(f"time limit: {stage} stopped at step {trainer.step:,} of {trainer.recipe.steps:,}, saved; "
+                  f"continue the chain with: {resume_command(args)}")
+            return
         done[stage] = round(time.time() - trainer.t_start, 1)
         mav.atomic_write_json(chain, chain_path(args.out))
         trainer.finish()
     bar.close(end=True)
     print("chain done: " + ", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in done.items())
           + f"; sample with: python sample.py --checkpoints {args.out}")
+
+
+def resume_command(args) -> str:
+    return (f"python train.py --stage all --preset {args.preset} --out {args.out} --seed {args.seed}"
+            + (f" --steps {args.steps}" if args.steps else "") + " --resume")
 
 
 def main(argv=None):
