@@ -1587,12 +1587,21 @@ def test_every_docs_study_runs(cascade, tmp_path):
             ["sr_judge_study.py", "--n", "2", "dpm++:1", "--checkpoints", c],
             ["noise_probe.py", c, "--clips", "2"],
             ["laptop_figures.py", c, "--out", str(tmp_path), "--other", c, "--steps", "1", "1", "1", "--prompts", "1"]]
+    results = tmp_path / "ablations.jsonl"  # the curve's clock, given: bench.py's own test times steps
+    results.write_text('{"row": "image stage", "step_s": 0.1, "minutes": 1.0}\n{"row": "video step", "step_s": 0.1}\n')
+    ablations = ["--source", c, "--preset", "tiny", "--out", str(tmp_path / "abl"), "--results", str(results),
+                 "--rows", "full", "scratch", "--steps", "1", "--snapshots", "1", "--num-samples", "2",
+                 "--curve-samples", "2", "--eval-steps", "1"]
+    runs += [["ablations.py", *ablations], ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
     for script, *argv in runs:
         run = subprocess.run([sys.executable, os.path.join(docs, script), *argv], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0 and run.stdout.strip(), (script, run.stderr[-1500:])
     assert (tmp_path / "laptop_loss.png").exists() and len(iio.imread(tmp_path / "laptop_vs_gpu.gif")) == 38
+    scored = [json.loads(line) for line in results.read_text().splitlines()][2:]
+    assert [(r["row"], r["step"]) for r in scored] == [("full", 0), ("full", 1), ("scratch", 1)]
+    assert (tmp_path / "ablations.png").exists() and len(iio.imread(tmp_path / "ablations.gif")) == mav.FRAMES
 
 
 def test_previews_every_sample_every_steps_and_none_at_the_end_of_a_short_run(cache_dir, tmp_path):

@@ -62,8 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=400, help="video-stage steps of every row")
     p.add_argument("--snapshots", type=int, default=4, help="points of each curve row (evenly spaced steps)")
     p.add_argument("--num-samples", type=int, default=100, help="prompts a row is scored on")
-    p.add_argument("--curve-samples", type=int, default=32, help="prompts a curve point is scored on")
-    p.add_argument("--eval-steps", type=int, default=20, help="sampler steps of the scoring")
+    p.add_argument("--curve-samples", type=int, default=16, help="prompts a curve point is scored on")
+    p.add_argument("--eval-steps", type=int, default=10, help="DPM++ steps of the scoring (the cascade's: 30)")
     p.add_argument("--guidance", type=float, nargs="+", default=[7.0],
                    help="weights each row is scored at (7: the one the recipe records)")
     p.add_argument("--figures", action="store_true", help="only draw the plot and the strips from the results")
@@ -93,11 +93,16 @@ def snapshot_steps(args, row) -> list[int]:
     return ([0] if row == "full" else []) + [args.steps * i // k for i in range(1, k + 1)]
 
 
-def train_argv(args, row, folder, resume: bool) -> list[str]:
+def row_flags(row, resume: bool = False) -> list[str]:
+    """The row's train.py (and bench.py) flags; a resumed run takes its network from its resume file."""
     recipe, model = ROWS[row]
+    return (["--recipe", *recipe] if recipe else []) + (["--resume"] if resume else
+                                                         ["--model", *model] if model else [])
+
+
+def train_argv(args, row, folder, resume: bool) -> list[str]:
     return ["--stage", "video", "--preset", args.preset, "--out", folder, "--steps", str(args.steps),
-            "--sample-every", "0", "--save-every", str(args.steps), *(["--recipe", *recipe] if recipe else []),
-            *(["--resume"] if resume else ["--model", *model] if model else [])]  # a resume file holds its network
+            "--sample-every", "0", "--save-every", str(args.steps), *row_flags(row, resume)]
 
 
 def train_row(args, row, folder) -> dict[int, str]:
@@ -139,16 +144,30 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores, {'bf16' if bf16 else 'no bf16'}"
 
 
-def image_stage_cost(args) -> dict:
-    """What the image model the inflated rows start from cost, in this machine's minutes: its steps times
-    a training step's seconds here (bench.py), so that scratch can be given the same compute."""
-    steps = mav.checkpoint_meta(args.source, "image")["step"]
-    cmd = [sys.executable, os.path.join(ROOT, "bench.py"), "train", "--stage", "image", "--preset", args.preset,
-           "--steps", "20"]
-    bench = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-                       .strip().splitlines()[-1])
-    return {"row": "image stage", "steps": steps, "step_s": bench["step_s"],
-            "minutes": round(steps * bench["step_s"] / 60, 1), "machine": machine()}
+def step_seconds(args, stage: str) -> float:
+    """Seconds of one training step of `stage` on this machine (bench.py: fresh weights, the same arithmetic
+    as a trained model's). Run on a quiet machine: it is the clock of the curve."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench.py"), "train", "--stage", stage, "--preset", args.preset,
+           "--steps", "10"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])["step_s"]
+
+
+def costs(args) -> dict:
+    """The clock of the curve, from the results, measured (and appended) where it is not there yet: a video
+    step of the full network (scratch's is the same arithmetic), and the image stage the inflated rows
+    start from, in this machine's minutes (its steps times an image step here)."""
+    known = {r["row"]: r for r in read_results(args.results) if "step_s" in r}
+    for row, stage in (("image stage", "image"), ("video step", "video")):
+        if row not in known:
+            line = dict(row=row, step_s=step_seconds(args, stage), machine=machine())
+            if stage == "image":
+                line["steps"] = mav.checkpoint_meta(args.source, "image")["step"]
+                line["minutes"] = round(line["steps"] * line["step_s"] / 60, 1)
+            with open(args.results, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            known[row] = line
+    return known
 
 
 def run_row(args, row, done):
@@ -170,29 +189,52 @@ def run_row(args, row, done):
             print(json.dumps(line), flush=True)
 
 
+def scored(results, row, n, guidance, eval_steps) -> list[dict]:
+    return sorted((r for r in results if r["row"] == row and r.get("n") == n and r.get("guidance") == guidance
+                   and r.get("eval_steps") == eval_steps), key=lambda r: r["step"])
+
+
 def draw(args):
-    """docs/ablations.png: adherence and consistency against CPU-minutes, inflated beside scratch (the inflated
-    line also shifted by the image stage's minutes); docs/ablations.gif: each row's video for the same prompts."""
-    results = read_results(args.results)
-    image_minutes = next(r["minutes"] for r in results if r["row"] == "image stage")
+    """docs/ablations.png: adherence and consistency against CPU-minutes (steps times a step's seconds here),
+    inflated beside scratch, the inflated line also shifted by the image stage's minutes; the table's rows
+    in Markdown; docs/ablations.gif: each row's video for the same prompts."""
+    cost, results, w = costs(args), read_results(args.results), args.guidance[0]
+    os.makedirs(args.figures_out, exist_ok=True)
+    image_minutes = cost["image stage"]["minutes"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, figure in zip(axes, ("adherence", "consistency")):
         for row, color in zip(CURVE, ("C0", "C3")):
-            points = sorted((r["train_minutes"], r[figure]) for r in results if r["row"] == row
-                            and r["n"] == args.curve_samples and r["guidance"] == args.guidance[0])
-            x, y = np.array(points).T
-            label = "inflated from the image model" if row == "full" else "from scratch"
-            ax.plot(x, y, "o-", color=color, label=label + " (video-stage minutes)")
+            points = scored(results, row, args.curve_samples, w, args.eval_steps)
+            x = np.array([r["step"] for r in points]) * cost["video step"]["step_s"] / 60
+            y = [r[figure] for r in points]
+            ax.plot(x, y, "o-", color=color, label=("inflated" if row == "full" else "from scratch")
+                    + ": video-stage minutes")
             if row == "full":
                 ax.plot(x + image_minutes, y, "o--", color=color, alpha=0.5,
-                        label=f"inflated, + the image stage's {image_minutes:.0f} min")
+                        label=f"inflated, counting the image stage's {image_minutes:.0f} min")
         ax.set_xlabel("CPU-minutes of training (this machine)")
-        ax.set_ylabel(figure)
-        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"{figure} ({args.curve_samples} prompts, w = {w:g})")
+        ax.set_ylim(0, 1.02)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(args.figures_out, "ablations.png"), dpi=80)
+    table(args, results, w)
     strips(args)
+
+
+def table(args, results, w):
+    """The table of docs/ABLATIONS.md, in Markdown: each row's figures on --num-samples prompts, and its
+    minutes (the wall time of its training here, on a quiet machine)."""
+    print("| row | steps | minutes | adherence | consistency | switch rate | motion lag ratio | FD |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in ROWS:
+        for r in scored(results, row, args.num_samples, w, args.eval_steps):
+            name = "image model frame by frame (full, step 0)" if row == "full" and r["step"] == 0 else row
+            print(f"| {name} | {r['step']:,} | {r['train_minutes']:.1f} | {r['adherence']:.2f} | "
+                  f"{r['consistency']:.3f} | {r['switch_rate']:.3f} | {r['motion_lag_ratio']:.3f} | {r['fd']:.1f} |")
+    real = scored(results, "full", args.num_samples, w, args.eval_steps)[-1]["real"]
+    print(f"| real held-out clips | | | {real['adherence']:.2f} | {real['consistency']:.3f} | "
+          f"{real['switch_rate']:.3f} | {real['motion_lag_ratio']:.3f} | {real['fd']:.1f} |")
 
 
 def strips(args):
@@ -216,11 +258,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.figures:
         return draw(args)
-    results = read_results(args.results)
-    if not any(r["row"] == "image stage" for r in results):
-        with open(args.results, "a") as fh:
-            fh.write(json.dumps(image_stage_cost(args)) + "\n")
-    done = {(r["row"], r["step"], r["n"], r["guidance"]) for r in results if r.get("eval_steps") == args.eval_steps}
+    done = {(r["row"], r["step"], r["n"], r["guidance"]) for r in read_results(args.results)
+            if r.get("eval_steps") == args.eval_steps}
     for row in args.rows:
         run_row(args, row, done)
 
