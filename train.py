@@ -702,6 +702,9 @@ def train_chain(args):
     os.makedirs(args.out, exist_ok=True)
     mav.atomic_write_json(chain, chain_path(args.out))
     todo = [stage for stage in CHAIN if stage not in done]
+    if not todo:
+        print(f"chain done already, every stage in {args.out}/: python sample.py --checkpoints {args.out}")
+        return
     recipes = {stage: replace(mav.RECIPES[stage], steps=steps[stage]) for stage in CHAIN}
     cache = mav.TextCache.load_or_build(args.out)
     step_s = {stage: step_seconds(args, stage, recipes[stage], cache) for stage in todo}
