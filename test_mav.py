@@ -661,17 +661,15 @@ def test_a_scratch_video_model_loads_no_image_weights(trained, tmp_path):
     image = mav.load_checkpoint(str(trained), "image")[0].state_dict()["conv_in.spatial.weight"]
     distance = lambda folder: (mav.load_checkpoint(str(folder), "video")[0].state_dict()["conv_in.spatial.weight"]
                                - image).abs().max().item()
-    inflated, scratch, alone = tmp_path / "inflated", tmp_path / "scratch", tmp_path / "alone"
-    for folder in (inflated, scratch):
-        shutil.copytree(trained, folder)
+    scratch, alone = tmp_path / "scratch", tmp_path / "alone"
+    shutil.copytree(trained, scratch)
     alone.mkdir()
     for name in os.listdir(trained):
         if name.startswith("text-"):
             shutil.copy(trained / name, alone)
-    tiny_video_run(inflated, "--overwrite")
     tiny_video_run(scratch, "--overwrite", "--recipe", "scratch=1")
     tiny_video_run(alone, "--recipe", "scratch=1")
-    assert distance(inflated) < 1e-3 < distance(scratch)
+    assert distance(trained) < 1e-3 < distance(scratch)  # trained: its video model was inflated, 4 steps ago
     meta = mav.checkpoint_meta(str(alone), "video")
     assert meta["recipe"]["scratch"] and "image_step" not in meta and not (alone / "image.safetensors").exists()
 
@@ -1255,12 +1253,12 @@ def test_ctrl_c_in_the_middle_of_a_step_then_resume_is_bit_exact(cache_dir, tmp_
 
 @pytest.mark.parametrize("argv,needle", [
     (["--recipe", "warmup=-1"], "warmup, joint_images, min_snr, guidance >= 0"),
-    (["--recipe", "batch=0"], "batch, frames and lr must be positive"),
+    (["--recipe", "batch=0"], "batch, frames, lr and steps must be positive"),
     (["--recipe", "batch=2.5"], "'2.5' is not a int"),
     (["--recipe", "speed=3"], "not FIELD=VALUE with FIELD one of batch, frames"),
     (["--recipe", "lr"], "not FIELD=VALUE"),
     (["--recipe", "frames=8"], "the image stage trains on single frames (frames=1)"),
-    (["--recipe", "joint_images=4"], "joint_images applies to the video stage"),
+    (["--recipe", "joint_images=4"], "joint_images and scratch apply to the video stage"),
     (["--recipe", "cooldown=1"], "cooldown and ema_decay must be in [0, 1)"),
     (["--time-limit", "-1"], "--time-limit must be a positive number"),
     (["--sample-every", "-1"], "--sample-every must be >= 0"),
@@ -1388,63 +1386,52 @@ def test_the_learning_rate_warms_up_then_cools_down_to_zero_by_steps_not_time():
 
 
 def tiny_chain(out, *extra):
-    train.main(["--stage", "all", "--preset", "tiny", "--out", str(out), "--steps", "3",
+    train.main(["--stage", "all", "--preset", "tiny", "--out", str(out), "--steps", "2",
                 "--sample-every", "0", "--log-every", "1", *extra])
-
-
-def test_chain_trains_every_stage_in_order_and_resumes_mid_chain(cache_dir, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "chain"
-    shutil.copytree(cache_dir, out)
-    monkeypatch.setattr(train, "step_seconds", lambda *args: 0.01)  # no timing steps: they would count below
-    ctrl_c_at_loss_call(monkeypatch, 6)  # image: calls 1-3; video: 2 per step (clips, images), so step 2
-    with pytest.raises(SystemExit) as exit_info:
-        tiny_chain(out)
-    printed = capsys.readouterr().out
-    assert exit_info.value.code == 130 and "interrupted at step 2" in printed, printed
-    assert "continue the chain with: python train.py --stage all --preset tiny" in printed
-    assert list(mav.checkpoint_meta(str(out), "chain")["done"]) == ["image"]
-    image_bytes = (out / "image.safetensors").read_bytes()
-    monkeypatch.undo()
-
-    tiny_chain(out, "--resume")
-    printed = capsys.readouterr().out
-    assert "done already: image" in printed and "chain done" in printed and "on this machine about" in printed
-    chain = mav.checkpoint_meta(str(out), "chain")
-    assert list(chain["done"]) == train.CHAIN and chain["steps"] == dict.fromkeys(train.CHAIN, 3)
-    assert (out / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
-    video, interp, sr = (mav.checkpoint_meta(str(out), stage) for stage in ("video", "interp", "sr"))
-    assert video["step"] == 3 and video["image_step"] == 3 and interp["video_step"] == 3
-    for stage, meta in (("video", video), ("interp", interp), ("sr", sr)):  # each trained by its recipe
-        assert meta["recipe"] == mav.asdict(mav.replace(mav.RECIPES[stage], steps=3)), stage
-    assert mav.load_checkpoint(str(out), "sr")[0].cfg.noise_cond
-    # the chain's guidance is recorded with the base models and is sample.py's default for them, not a rule
-    assert video["guidance"] == mav.RECIPES["video"].guidance == 7 and "guidance" not in sr
-    assert sample.parse_args(["--checkpoints", str(out)]).guidance == 7
-    assert sample.parse_args(["--checkpoints", str(out), "--guidance", "2"]).guidance == 2.0
 
 
 def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_time_limit(cache_dir, tmp_path,
                                                                                        monkeypatch, capsys):
     """Steps, not minutes: a chain slowed down (another job beside it), stopped by its time limit in the video
-    stage and resumed, writes every checkpoint byte for byte as the chain that ran straight through."""
+    stage and resumed, trains every stage in order by its recipe and writes every checkpoint byte for byte as
+    the chain that ran straight through."""
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     for out in (fast, slow):
         shutil.copytree(cache_dir, out)
+    monkeypatch.setattr(train, "step_seconds", lambda *args: 0.01)  # timing steps change nothing: skipped here
     tiny_chain(fast)
+    monkeypatch.undo()
     forward, stop_reason = train.StageLoss.forward, train.Trainer.stop_reason
     monkeypatch.setattr(train.StageLoss, "forward", lambda self: (time.sleep(0.05), forward(self))[1])
-    minutes_run_out = lambda self, stop: "time" if (self.stage, self.step) == ("video", 2) else stop_reason(self, stop)
+    minutes_run_out = lambda self, stop: "time" if (self.stage, self.step) == ("video", 1) else stop_reason(self, stop)
     monkeypatch.setattr(train.Trainer, "stop_reason", minutes_run_out)
     capsys.readouterr()
     tiny_chain(slow, "--time-limit", "60")
     printed = capsys.readouterr().out
-    assert "time limit: video stopped at step 2 of 3, saved; continue the chain with: python train.py --stage all " \
-           f"--preset tiny --out {slow} --seed 0 --steps 3 --resume" in printed, printed
+    assert "on this machine about" in printed
+    assert "time limit: video stopped at step 1 of 2, saved; continue the chain with: python train.py --stage all " \
+           f"--preset tiny --out {slow} --seed 0 --steps 2 --resume" in printed, printed
     assert list(mav.checkpoint_meta(str(slow), "chain")["done"]) == ["image"]
+    image_bytes = (slow / "image.safetensors").read_bytes()
     monkeypatch.setattr(train.Trainer, "stop_reason", stop_reason)
+    monkeypatch.setattr(train, "step_seconds", lambda *args: 0.01)
     tiny_chain(slow, "--resume")
+    printed = capsys.readouterr().out
+    assert "done already: image" in printed and "chain done" in printed
     for stage in train.CHAIN:
         assert (slow / f"{stage}.safetensors").read_bytes() == (fast / f"{stage}.safetensors").read_bytes(), stage
+    chain = mav.checkpoint_meta(str(slow), "chain")
+    assert list(chain["done"]) == train.CHAIN and chain["steps"] == dict.fromkeys(train.CHAIN, 2)
+    assert (slow / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
+    video, interp, sr = (mav.checkpoint_meta(str(slow), stage) for stage in ("video", "interp", "sr"))
+    assert video["step"] == 2 and video["image_step"] == 2 and interp["video_step"] == 2
+    for stage, meta in (("video", video), ("interp", interp), ("sr", sr)):  # each trained by its recipe
+        assert meta["recipe"] == mav.asdict(mav.replace(mav.RECIPES[stage], steps=2)), stage
+    assert mav.load_checkpoint(str(slow), "sr")[0].cfg.noise_cond
+    # the chain's guidance is recorded with the base models and is sample.py's default for them, not a rule
+    assert video["guidance"] == mav.RECIPES["video"].guidance == 7 and "guidance" not in sr
+    assert sample.parse_args(["--checkpoints", str(slow)]).guidance == 7
+    assert sample.parse_args(["--checkpoints", str(slow), "--guidance", "2"]).guidance == 2.0
 
 
 def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):

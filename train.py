@@ -685,7 +685,7 @@ class ChainBar(tqdm):
         self.set_description(stage)
 
     def update(self, n=1):
-        super().update(n * self.step_s)
+        super().update(min(n * self.step_s, self.total - self.n))  # never past the end by a float's rounding
 
     def close(self, end: bool = False):  # a stage's loop closes its bar; the chain's ends with the chain
         if end:
