@@ -205,6 +205,8 @@ def draw(args):
     for ax, figure in zip(axes, ("adherence", "consistency")):
         for row, color in zip(CURVE, ("C0", "C3")):
             points = scored(results, row, args.curve_samples, w, args.eval_steps)
+            if not points:  # a row not run yet
+                continue
             x = np.array([r["step"] for r in points]) * cost["video step"]["step_s"] / 60
             y = [r[figure] for r in points]
             ax.plot(x, y, "o-", color=color, label=("inflated" if row == "full" else "from scratch")
