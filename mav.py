@@ -351,7 +351,7 @@ LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 P_UNCOND = 0.2
 GUIDANCE = 3.0                              # the guidance weight w of the base model, unless a checkpoint records one
 SAMPLER = "dpm++"                           # DPM-Solver++(2M): DDIM's videos in fewer steps
-STEPS = {"base": 30, "interp": 6, "sr": 3}  # steps of the base (and image) model, interpolation, super-resolution
+STEPS = {"base": 30, "interp": 1, "sr": 1}  # steps of the base (and image) model, interpolation, super-resolution
 
 
 def logsnr_schedule(t: torch.Tensor) -> torch.Tensor:
@@ -891,8 +891,10 @@ INTERP_WINDOW = 16   # frames per window: 4 known, 12 generated
 
 def residual_sample(model, guess, shape, text: Text, null: Text, **kw) -> torch.Tensor:
     """An interp or SR network's frames: its sample (the difference to `guess`, drawn from t = start_t) plus
-    the guess. (An old network that makes whole frames has guess_weight 0 and start_t 1: §10.)"""
-    made = sample(model, shape, text, null, init=torch.zeros(shape), strength=model.start_t, **kw)
+    the guess. The sample starts from the guess in the network's own terms, noised to start_t: a difference
+    of zero, or (an old network that makes whole frames, guess_weight 0: §10) the guess itself."""
+    init = (1 - model.guess_weight) * guess.expand(shape)
+    made = sample(model, shape, text, null, init=init, strength=model.start_t, **kw)
     return (model.guess_weight * guess + made).clamp(-1, 1)
 
 
@@ -1303,9 +1305,10 @@ def renamed(state: dict) -> dict:
 
 class WholeFrameUNet(UNet):
     """An old interp or SR network, as §7 and §8 use it: its guess counts 0 (it makes the whole frame), its
-    sampler starts from pure noise (t = 1), SR gives it a bilinear upsampling, and interp's blend channel,
-    which it never saw, is dropped from its conditioning."""
-    start_t, guess_weight, upsampling = 1.0, 0.0, "bilinear"
+    sampler starts from the guess noised to t = 0.8 (SDEdit, §3: from pure noise its first x̂ is the one it
+    met least in training, and a step or two cannot mend it), SR gives it a bilinear upsampling, and interp's
+    blend channel, which it never saw, is dropped from its conditioning."""
+    start_t, guess_weight, upsampling = 0.8, 0.0, "bilinear"
 
     def forward(self, x, logsnr, text: Text, stride=None, cond=None, aug=None):
         return super().forward(x, logsnr, text, stride, cond[:, :self.cfg.cond_channels], aug)
