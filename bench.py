@@ -81,14 +81,9 @@ def time_steps(args, device, fast: bool, cache):
     torch.manual_seed(0)
     model = evaluate.Judge(evaluate.JudgeConfig()) if args.stage == "judge" else \
         mav.UNet(mav.stage_config(args.stage, args.preset, changes=args.model))
-    model.to(device)
-    optimizer = model.configure_optimizers(args.recipe.lr, device_type=device.type) if fast else \
-        torch.optim.AdamW(model.parameters(), lr=args.recipe.lr, foreach=False, fused=False)
-    step_loss = train.StageLoss(model, args.stage, args.recipe, cache, device)
+    step_loss, one_step = train.fresh_steps(model, args.stage, args.recipe, cache, device, args.precision,
+                                            plain=not fast)
     run = train.compiled(step_loss, args.compile) if fast and args.compile else step_loss
-    autocast = cli.autocast(device, args.precision if fast else "fp32")
-    scaler = torch.amp.GradScaler(device.type, enabled=fast and args.precision == "fp16")
-    one_step = lambda module: train.optimizer_step(module, model, optimizer, autocast, scaler)
     flops = None
     if fast:  # counted on one eager step (the compiled graph does the same arithmetic)
         with FlopCounterMode(display=False) as counter:

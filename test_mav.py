@@ -1512,7 +1512,8 @@ def test_the_shipped_checkpoints_load_and_run(folder, legacy):
 
 def test_an_old_whole_frame_network_is_sampled_as_before(cache):
     """§7 and §8 treat every network as one that makes the difference to a guess; an old one counts its guess 0,
-    starts from pure noise and never sees the blend channel: exactly the old sampling, step for step."""
+    never sees the blend channel and starts from the guess itself (the linear blend) noised to its start_t:
+    plain SDEdit from the blend, step for step."""
     cfg = mav.replace(TINY, temporal=True, cond_channels=2, residual=False)
     old = randomized(mav.network(mav.asdict(cfg))).eval()
     assert isinstance(old, mav.WholeFrameUNet)
@@ -1520,8 +1521,9 @@ def test_an_old_whole_frame_network_is_sampled_as_before(cache):
     known = (torch.rand(1, 1, 6, 32, 32) * 2 - 1) * mask[:, None, :, None, None]
     text, null = cache(torch.tensor([3])), cache(torch.tensor([mav.NULL_PROMPT]))
     plain = lambda x, logsnr, text, stride=None, cond=None: mav.UNet.forward(old, x, logsnr, text, stride, cond)
+    assert 0 < old.start_t < 1
     before = mav.sample(plain, known.shape, text, null, steps=3, generator=torch.Generator().manual_seed(0),
-                        stride=torch.full((1,), 0.2), cond=torch.cat([known, mask[:, None, :, None, None].float()
+                        init=mav.temporal_fill(known, mask), strength=old.start_t, stride=torch.full((1,), 0.2), cond=torch.cat([known, mask[:, None, :, None, None].float()
                                                                       .expand_as(known)], dim=1))
     now = mav.interpolate(old, known[:, :, ::5], text, null, steps=3, guidance=mav.GUIDANCE,
                           generator=torch.Generator().manual_seed(0))
@@ -1573,6 +1575,8 @@ def test_every_docs_study_runs(cascade, tmp_path):
             ["solver_study.py", "sr", "1", "dpm++:2", "ddim:1", "--checkpoints", c],
             ["sr_judge_study.py", "--n", "2", "dpm++:1", "--checkpoints", c],
             ["noise_probe.py", c, "--clips", "2"],
+            ["cascade_steps_study.py", "--n", "1", "1:1:0.8", "--checkpoints", c, "--results",
+             str(tmp_path / "steps.jsonl"), "--base-cache", str(tmp_path / "steps" / "base.pt")],
             ["laptop_figures.py", c, "--out", str(tmp_path), "--other", c, "--steps", "1", "1", "1", "--prompts", "1"]]
     results = tmp_path / "ablations.jsonl"  # the curve's clock, given: bench.py's own test times steps
     results.write_text('{"row": "image stage", "step_s": 0.1, "minutes": 1.0}\n{"row": "video step", "step_s": 0.1}\n')

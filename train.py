@@ -653,15 +653,26 @@ def chain_steps(args) -> dict:
     return {stage: args.steps or mav.RECIPES[stage].steps for stage in CHAIN}
 
 
+def fresh_steps(model, stage: str, recipe: mav.Recipe, cache, device, precision: str, plain: bool = False):
+    """Training steps of a fresh `model` for `stage`, as a run takes them (plain: fp32 and an unfused AdamW,
+    bench.py's baseline) -> (its StageLoss, one_step(module): one optimizer step through module -> the loss).
+    The chain times two of them (step_seconds), bench.py more."""
+    model.to(device)
+    step_loss = StageLoss(model, stage, recipe, cache, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, foreach=False, fused=False) if plain else \
+        model.configure_optimizers(recipe.lr, device_type=device.type)
+    autocast = cli.autocast(device, "fp32" if plain else precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=not plain and precision == "fp16")
+    return step_loss, lambda module: optimizer_step(module, model, optimizer, autocast, scaler)
+
+
 def step_seconds(args, stage: str, recipe: mav.Recipe, cache) -> float:
     """Seconds of one training step of `stage` here: two steps of a fresh network, after one to warm up.
     (It leaves the run as it would be without it: every stage's Trainer seeds its own random streams.)"""
     device = torch.device(args.device)
-    model = mav.UNet(mav.stage_config(stage, args.preset)).to(device)
-    step_loss = StageLoss(model, stage, recipe, cache.to(device), device)
-    optimizer = model.configure_optimizers(recipe.lr, device_type=device.type)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-    one_step = lambda: optimizer_step(step_loss, model, optimizer, cli.autocast(device, args.precision), scaler)
+    model = mav.UNet(mav.stage_config(stage, args.preset))
+    step_loss, take = fresh_steps(model, stage, recipe, cache.to(device), device, args.precision)
+    one_step = lambda: take(step_loss)
     one_step()
     t0 = time.perf_counter()
     for _ in range(2):

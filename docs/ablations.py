@@ -79,13 +79,18 @@ def prepare(args, row) -> str:
     """The row's folder, holding what its stage starts from: the image model (inflated rows) and the text cache."""
     folder = os.path.join(args.out, row)
     os.makedirs(folder, exist_ok=True)
-    names = [n for n in os.listdir(args.source) if n.startswith("text-")]
+    names = text_cache_files(args.source)
     if row != "scratch":
         names += ["image.safetensors", "image.json"]
     for name in names:
         if not os.path.exists(os.path.join(folder, name)):
             shutil.copy(os.path.join(args.source, name), folder)
     return folder
+
+
+def text_cache_files(folder) -> list[str]:
+    """The text encoder's cached embeddings (mav.TextCache) in `folder`: every checkpoint folder needs them."""
+    return [n for n in os.listdir(folder) if n.startswith("text-")]
 
 
 def snapshot_steps(args, row) -> list[int]:
@@ -121,7 +126,7 @@ def train_row(args, row, folder) -> dict[int, str]:
             bar.update(1)
         trainer.save()  # the EMA checkpoint and the resume file, as train.py's loop saves them
         os.makedirs(snap, exist_ok=True)
-        for name in ["video.safetensors", "video.json"] + [n for n in os.listdir(folder) if n.startswith("text-")]:
+        for name in ["video.safetensors", "video.json"] + text_cache_files(folder):
             shutil.copy(os.path.join(folder, name), snap)
     bar.close()
     return snaps
