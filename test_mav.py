@@ -1575,6 +1575,7 @@ def test_every_docs_study_runs(cascade, tmp_path):
             ["solver_study.py", "sr", "1", "dpm++:2", "ddim:1", "--checkpoints", c],
             ["sr_judge_study.py", "--n", "2", "dpm++:1", "--checkpoints", c],
             ["noise_probe.py", c, "--clips", "2"],
+            ["start_study.py", "sr", "1", "0.8:1", "--checkpoints", c],
             ["cascade_steps_study.py", "--n", "1", "1:1:0.8", "--checkpoints", c, "--results",
              str(tmp_path / "steps.jsonl"), "--base-cache", str(tmp_path / "steps" / "base.pt")],
             ["laptop_figures.py", c, "--out", str(tmp_path), "--other", c, "--steps", "1", "1", "1", "--prompts", "1"]]
