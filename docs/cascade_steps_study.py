@@ -45,7 +45,7 @@ def prompts(cache, n: int):
     """evaluate.py's first n seeded prompts (labels, then ids, from seed 0) and as many empty ones."""
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(10, (n, 2), generator=g)
-    return labels, cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_PROMPT))
+    return (labels, *evaluate.seeded_text(cache, labels, g, "cpu"))
 
 
 def base_clips(args, model, text, null) -> torch.Tensor:
@@ -81,9 +81,9 @@ def main():
     if os.path.exists(args.results):
         with open(args.results) as fh:
             done = {(r["n"], r["interp_steps"], r["sr_steps"], r["start"]) for r in map(json.loads, fh)}
-    models = {s: mav.load_checkpoint(args.checkpoints, mav.CASCADE[s])[0] for s in ("base", "interp", "sr")}
-    cache = mav.TextCache.load_or_build(args.checkpoints, mav.load_checkpoint(args.checkpoints, "video")[1]
-                                        ["text_encoder"])
+    loaded = {s: mav.load_checkpoint(args.checkpoints, mav.CASCADE[s]) for s in ("base", "interp", "sr")}
+    models = {s: model for s, (model, _) in loaded.items()}
+    cache = mav.TextCache.load_or_build(args.checkpoints, loaded["base"][1]["text_encoder"])
     judge = evaluate.load_judge(args.checkpoints)
     labels, text, null = prompts(cache, args.n)
     precision = cli.choose_precision(torch.device("cpu"))[0]
