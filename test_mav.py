@@ -1586,7 +1586,9 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     ablations = ["--source", c, "--preset", "tiny", "--out", str(tmp_path / "abl"), "--results", str(results),
                  "--rows", "full", "--steps", "1", "--snapshots", "1", "--num-samples", "2",
                  "--curve-samples", "2", "--eval-steps", "1"]
-    runs += [["ablations.py", *ablations], ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
+    longer = [*ablations, "--steps", "2", "--out", str(tmp_path / "abl2")]  # the same row, a 2-step run beside
+    runs += [["ablations.py", *ablations], ["ablations.py", *longer],
+             ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
     monkeypatch.chdir(tmp_path)
     for script, *argv in runs:
@@ -1595,7 +1597,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
         assert capsys.readouterr().out.strip(), script
     assert (tmp_path / "laptop_loss.png").exists() and len(iio.imread(tmp_path / "laptop_vs_gpu.gif")) == 38
     scored = [json.loads(line) for line in results.read_text().splitlines()][2:]
-    assert [(r["row"], r["step"]) for r in scored] == [("full", 0), ("full", 1)]
+    assert [(r["row"], r["run_steps"], r["step"]) for r in scored] == [("full", 1, 0), ("full", 1, 1),
+                                                                       ("full", 2, 0), ("full", 2, 2)]
     assert (tmp_path / "ablations.png").exists() and len(iio.imread(tmp_path / "ablations.gif")) == mav.FRAMES
 
 

@@ -16,6 +16,7 @@ is the same as `train.py --stage video --preset cpu --out runs/ablations/<row> -
 with the row's switches, given a copy of the image model in that folder.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -182,21 +183,22 @@ def run_row(args, row, done):
     todo += [(args.steps, args.num_samples)] + ([(0, args.num_samples)] if row == "full" else [])
     for step, n in todo:
         for w in args.guidance:
-            if (row, step, n, w) in done:
+            if (row, args.steps, step, n, w) in done:
                 continue
             meta, result = mav.checkpoint_meta(snaps[step], "video"), score(args, snaps[step], n, w)
-            line = dict(row=row, step=step, n=n, guidance=w, eval_steps=args.eval_steps,
+            line = dict(row=row, run_steps=args.steps, step=step, n=n, guidance=w, eval_steps=args.eval_steps,
                         train_minutes=round(meta["train_seconds"] / 60, 2), **{k: result[k] for k in KEEP},
                         real={k: result["ceiling"][k] for k in KEEP}, machine=machine())
             with open(args.results, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
-            done.add((row, step, n, w))
+            done.add((row, args.steps, step, n, w))
             print(json.dumps(line), flush=True)
 
 
 def scored(results, row, n, guidance, eval_steps) -> list[dict]:
+    """The row's figures at these settings, run by run (a row may be trained for more than one length of run)."""
     return sorted((r for r in results if r["row"] == row and r.get("n") == n and r.get("guidance") == guidance
-                   and r.get("eval_steps") == eval_steps), key=lambda r: r["step"])
+                   and r.get("eval_steps") == eval_steps), key=lambda r: (r["run_steps"], r["step"]))
 
 
 def draw(args):
@@ -208,14 +210,14 @@ def draw(args):
     image_minutes = cost["image stage"]["minutes"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, figure in zip(axes, ("adherence", "consistency")):
-        for row, color in zip(CURVE, ("C0", "C3")):
-            points = scored(results, row, args.curve_samples, w, args.eval_steps)
-            if not points:  # a row not run yet
-                continue
+        runs = [(row, run, list(points)) for row in CURVE for run, points in
+                itertools.groupby(scored(results, row, args.curve_samples, w, args.eval_steps),
+                                  key=lambda r: r["run_steps"])]
+        for (row, run, points), color in zip(runs, ("C0", "C3", "C1", "C2", "C4")):
             x = np.array([r["step"] for r in points]) * cost["video step"]["step_s"] / 60
             y = [r[figure] for r in points]
             ax.plot(x, y, "o-", color=color, label=("inflated" if row == "full" else "from scratch")
-                    + ": video-stage minutes")
+                    + f", a {run:,}-step run: video-stage minutes")
             if row == "full":
                 ax.plot(x + image_minutes, y, "o--", color=color, alpha=0.5,
                         label=f"inflated, counting the image stage's {image_minutes:.0f} min")
@@ -265,7 +267,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.figures:
         return draw(args)
-    done = {(r["row"], r["step"], r["n"], r["guidance"]) for r in read_results(args.results)
+    done = {(r["row"], r["run_steps"], r["step"], r["n"], r["guidance"]) for r in read_results(args.results)
             if r.get("eval_steps") == args.eval_steps}
     for row in args.rows:
         run_row(args, row, done)
