@@ -11,6 +11,7 @@ Each prints one JSON line; `videos` also writes a GIF of its first 16 videos, th
 (output/eval_<stages>.gif, .txt, .json). What the figures mean: docs/EVALUATION.md. The judge that reads the
 videos is defined here too, and trained like the cascade's networks: python train.py --stage judge.
 """
+import itertools
 import json
 import os
 import time
@@ -41,7 +42,10 @@ import sample
 #   adherence       the video's majority pair equals the prompt's pair
 #   frame_accuracy  a frame's pair equals the prompt's pair
 #   consistency     fraction of a video's frames that agree with its majority
-#   switch_rate     consecutive frames whose read pair differs (identity kept?)
+#   switch_rate     consecutive frames whose read pair differs (identity kept?),
+#                   split into momentary_switch_rate (the read leaves its pair for 1-2
+#                   frames and returns: a blur where digits cross) and lasting_switch_rate
+#                   (every other switch: the pair stays changed, a digit became another)
 #   motion          mean |x(t+1) − x(t)| over pixels in [0, 1] (0: a still)
 #   motion_lag_ratio  motion ÷ mean |x(t+8) − x(t)|: smooth motion ≪ 1,
 #                   a flickering slideshow ≈ 1
@@ -151,6 +155,7 @@ def score_videos(judge: Judge, videos: torch.Tensor, pairs: torch.Tensor, real_f
         "frame_accuracy": (read == target[:, None]).float().mean().item(),
         "consistency": (read == majority[:, None]).float().mean().item(),
         "switch_rate": (read[:, 1:] != read[:, :-1]).float().mean().item(),
+        **switch_kinds(read),
         "motion": diff(1),
         "motion_lag_ratio": diff(1) / max(diff(8), 1e-8) if f > 8 else float("nan"),
         "n": n,
@@ -158,6 +163,19 @@ def score_videos(judge: Judge, videos: torch.Tensor, pairs: torch.Tensor, real_f
     if real_features is not None:
         result["fd"] = frechet_distance(feats, real_features)
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, feats
+
+
+def switch_kinds(read: torch.Tensor, blip: int = 2) -> dict:
+    """read (n f): the pair read off each frame -> the switch rate split in two. A run of at most `blip`
+    frames between two runs of one same pair is a momentary excursion: both its switches are momentary.
+    Every other switch is lasting. The two rates add up to switch_rate."""
+    momentary = 0
+    for seq in read.tolist():
+        runs = [(value, len(list(group))) for value, group in itertools.groupby(seq)]  # run-length code
+        momentary += 2 * sum(1 for before, (_, length), after in zip(runs, runs[1:], runs[2:])
+                             if length <= blip and before[0] == after[0])
+    switches, pairs = (read[:, 1:] != read[:, :-1]).sum().item(), read[:, 1:].numel()
+    return {"momentary_switch_rate": momentary / pairs, "lasting_switch_rate": (switches - momentary) / pairs}
 
 
 def judge_accuracy(judge: Judge, videos: int = 200, frames: int = 16, seed: int = 0, device="cpu") -> dict:

@@ -447,6 +447,50 @@ def test_without_temporal_conv_and_attention_the_video_model_sees_frames_apart()
         assert delta[:, :, 2].max() > 1e-3 and (others > 1e-4) == mixes
 
 
+LEVERS = {"first_frame_attention": "first_frame_attn", "spacetime_attention": "spacetime_attn"}
+
+
+@pytest.mark.parametrize("lever", list(LEVERS))
+def test_an_identity_lever_added_to_a_trained_video_model_starts_as_that_model(cache, lever):
+    """§4b: a lever added to a trained video model (every weight random, its temporal ones too) adds exactly
+    its attentions and changes nothing until they learn; once they have, the output changes."""
+    trained = mav.UNet(mav.replace(TINY, temporal=True)).eval()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_(0, 0.1)
+    cfg = mav.replace(TINY, temporal=True, **{lever: True})
+    levered = mav.inflate(trained.state_dict(), cfg).eval()
+    new = set(levered.state_dict()) - set(trained.state_dict())
+    assert new and all(LEVERS[lever] in name for name in new) and new <= mav.temporal_names(cfg)
+    video, logsnr, text = torch.randn(2, 1, 5, 32, 32), torch.tensor([-3.0, 7.0]), cache(torch.tensor([12, 301]))
+    with torch.no_grad():
+        before = trained(video, logsnr, text, stride=torch.ones(2))
+        assert torch.equal(levered(video, logsnr, text, stride=torch.ones(2)), before)
+        for name, p in levered.named_parameters():
+            if name in new:
+                p.normal_(0, 0.1)
+        assert (levered(video, logsnr, text, stride=torch.ones(2)) - before).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("lever,reaches", [("first_frame_attention", {0: [0, 1, 2, 3, 4, 5], 2: [2]}),
+                                          ("spacetime_attention", {0: [0, 1, 2, 3, 4, 5], 2: [0, 1, 2, 3, 4, 5]})])
+def test_each_lever_reads_the_frames_it_names(lever, reaches):
+    """With the paper's temporal layers off, first-frame attention carries frame 0 to every frame and no other
+    frame anywhere; space-time attention carries every frame to every frame."""
+    cfg = mav.replace(TINY, temporal=True, temporal_kernel=0, temporal_attention=False, **{lever: True})
+    torch.manual_seed(0)
+    model = mav.UNet(cfg).eval()
+    video = torch.randn(1, 1, 6, 32, 32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+        for nudged_frame, reached in reaches.items():
+            nudged = video.clone()
+            nudged[:, :, nudged_frame] += 1.0
+            delta = (model(nudged, torch.zeros(1), fake_text(1)) - model(video, torch.zeros(1), fake_text(1))).abs()
+            assert (delta.amax(dim=(0, 1, 3, 4)) > 1e-7).nonzero().flatten().tolist() == reached  # else exactly 0
+
+
 def test_an_even_temporal_kernel_is_refused():
     with pytest.raises(ValueError, match="odd"):
         mav.replace(TINY, temporal_kernel=2)
@@ -916,6 +960,16 @@ def test_scorer_tells_videos_from_slideshows(judge, real_clips):
     assert still["motion"] == 0 and still["switch_rate"] == 0
 
 
+def test_switches_are_split_into_momentary_and_lasting():
+    """A read that leaves its pair for 1-2 frames and returns is two momentary switches; a pair that changes
+    and stays (or leaves for 3 frames) is lasting; the two rates add up to the switch rate."""
+    reads = torch.tensor([[0, 0, 1, 0, 0, 2, 2, 2, 3, 3, 2, 2, 5, 5, 5, 5],   # 4 momentary, 2 lasting
+                          [1] * 16,                                          # none
+                          [0, 1, 1, 1, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]])  # 3 lasting (a 3-frame excursion)
+    kinds = evaluate.switch_kinds(reads)
+    assert kinds == {"momentary_switch_rate": 4 / 45, "lasting_switch_rate": 5 / 45}
+
+
 def test_frechet_distance():
     torch.manual_seed(0)
     a = torch.randn(2000, 4)
@@ -1191,6 +1245,21 @@ def test_train_init_fine_tunes_a_checkpoint(cascade, tmp_path):
     before, _ = mav.load_checkpoint(str(cascade), "interp")
     after, _ = mav.load_checkpoint(str(out), "interp")
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+
+
+def test_train_init_with_a_lever_adds_it_to_the_checkpoints_weights(trained, tmp_path, capsys):
+    """--init FOLDER --model first_frame_attention=1: the trained video model with the new attention added,
+    starting as the identity; a switch that would remove trained weights is refused in one line."""
+    out = tmp_path / "lever"
+    tiny_video_run(out, "--init", str(trained), "--model", "first_frame_attention=1", "--recipe", "lr=1e-9")
+    model, meta = mav.load_checkpoint(str(out), "video")
+    source, _ = mav.load_checkpoint(str(trained), "video")
+    assert model.cfg.first_frame_attention and meta["init_step"] == mav.checkpoint_meta(str(trained), "video")["step"]
+    assert set(model.state_dict()) - set(source.state_dict()) == {n for n in model.state_dict() if "first_frame" in n}
+    capsys.readouterr()
+    expect_one_line_error(capsys, lambda argv: tiny_video_run(tmp_path / "off", *argv),
+                          ["--init", str(trained), "--model", "temporal_attention=0"],
+                          "only parts that start as the identity")
 
 
 # --- nothing lost, nothing broken saved, one line for every bad input -----------
@@ -1587,6 +1656,10 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                  "--rows", "full", "--steps", "1", "--snapshots", "1", "--num-samples", "2",
                  "--curve-samples", "2", "--eval-steps", "1"]
     longer = [*ablations, "--steps", "2", "--out", str(tmp_path / "abl2")]  # the same row, a 2-step run beside
+    identity = ["--source", c, "--preset", "tiny", "--out", str(tmp_path / "identity"), "--steps", "1",
+                "--results", str(tmp_path / "identity.jsonl"), "--num-samples", "2", "--eval-steps", "1"]
+    runs += [["identity_study.py", *identity, "--rows", "shipped", "cross_frame_sampling", "first_frame"],
+             ["identity_study.py", *identity, "--table"]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
@@ -1600,6 +1673,10 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     assert [(r["row"], r["run_steps"], r["step"]) for r in scored] == [("full", 1, 0), ("full", 1, 1),
                                                                        ("full", 2, 0), ("full", 2, 2)]
     assert (tmp_path / "ablations.png").exists() and len(iio.imread(tmp_path / "ablations.gif")) == mav.FRAMES
+    identity = [json.loads(line) for line in (tmp_path / "identity.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["run_steps"]) for r in identity] == [("shipped", 0), ("cross_frame_sampling", 0),
+                                                               ("first_frame", 1)]
+    assert all(abs(r["switch_rate"] - r["momentary_switch_rate"] - r["lasting_switch_rate"]) < 1e-3 for r in identity)
 
 
 def test_previews_every_sample_every_steps_and_none_at_the_end_of_a_short_run(cache_dir, tmp_path):
