@@ -66,11 +66,13 @@ def parse_args(argv=None):
     if args.what == "train":
         args.recipe = train.recipe_of(t, args.stage, args.recipe)
         args.model = train.model_changes(t, args.stage, args.model)
-        if args.steps <= 0:
-            t.error("--steps must be positive")
+        if not 1 <= args.steps <= 10_000:
+            t.error(f"--steps must be in 1 .. 10000 (timed steps), got {args.steps}")
     else:
         sample.check_cascade(s, args)
     args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
+    if args.what == "train":
+        train.check_memory(t, args.stage, args.preset, args.recipe, args.model, args.device)
     return args
 
 
@@ -107,7 +109,7 @@ def time_steps(args, device, fast: bool, cache):
 def bench_train(args):
     """Training speed of a stage: the fast path beside the plain path, in one process."""
     device = torch.device(args.device)
-    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(sample.SHIPPED).to(device)
+    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(sample.SHIPPED, write=False).to(device)
     step_s, flops, peak, params, fast_step = time_steps(args, device, True, cache)
     plain_s = time_steps(args, device, False, cache)[0]
     r, name = args.recipe, device_name(device)

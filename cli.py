@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -136,6 +137,45 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         die(f"{message} (see {self.prog} --help)")
+
+
+SEED_MAX = 2 ** 63 - 1  # a torch seed, with room for the rank and step a training run adds to it
+
+
+def check_seed(seed: int, error):
+    if not 0 <= seed <= SEED_MAX:
+        error(f"--seed must be in 0 .. 2^63 - 1, got {seed}")
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes free on the device now (the CPU: MemAvailable), or None where it cannot be told."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    if kind == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                info = dict(line.split(":", 1) for line in fh)
+            return int(info["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            return None
+    return None
+
+
+def check_output_folder(path: str, error):
+    """Refuse (one line, through `error`) a folder of outputs that could not be made or written, before any
+    work and without making it: a file in its place or above it, a place without write permission."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        error(f"--out {path} is a file, not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):  # the nearest folder that is there: the rest would be made in it
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        error(f"--out {path}: {existing} is a file, so no folder can be made under it")
+    try:  # made and removed at once: permissions, a read-only or virtual file system (/proc)
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-test-"))
+    except OSError as e:
+        error(f"--out {path}: cannot write in {existing} ({e.strerror or type(e).__name__})")
 
 
 class InputError(Exception):

@@ -216,6 +216,8 @@ def parse_args(argv=None):
                                  "of base,interp,sr (default: every stage with a checkpoint)")
     cli.add_device_arguments(p.add_argument_group("hardware"))
     args = p.parse_args(argv)
+    if args.num_samples is not None and not 1 <= args.num_samples <= sample.LIMITS["num_samples"]:
+        p.error(f"--num-samples must be in 1 .. {sample.LIMITS['num_samples']}, got {args.num_samples}")
     args.num_samples = args.num_samples or {"interp": 32, "sr": 32}.get(args.what, 100)
     sample.check_cascade(p, args, needs_base=args.what == "videos")
     if args.what == "videos" and args.out:
@@ -313,7 +315,7 @@ def evaluate_stage(args):
     """PSNR of interp or SR on held-out clips against the truth, beside its simple baseline."""
     stage = args.what
     model, meta = sample.load(args, stage)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
     n, dev = args.num_samples, args.device
     g = torch.Generator().manual_seed(args.seed)
     data = mav.MovingMNIST("test")  # held-out digits only
@@ -363,7 +365,7 @@ def evaluate_modes(args):
     mode = args.what
     model, meta = sample.load(args, "base" if mode == "variation" else "interp")
     judge = load_judge(args.checkpoints, args.device)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
     n, dev, f = args.num_samples, args.device, args.frames
     g = torch.Generator().manual_seed(args.seed)
     video, labels = mav.MovingMNIST("test").sample(n, frames=f, generator=g)  # held-out digits only

@@ -37,7 +37,7 @@ import json
 import math
 import os
 import re
-import warnings
+import sys
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -296,7 +296,9 @@ class TextCache:
         return TextCache(self.prompts, self.text.to(device), self.encoder_name)
 
     @staticmethod
-    def load_or_build(folder: str, encoder_name: str = DEFAULT_TEXT_ENCODER) -> "TextCache":
+    def load_or_build(folder: str, encoder_name: str = DEFAULT_TEXT_ENCODER, write: bool = True) -> "TextCache":
+        """The cache in `folder`; where it is missing or unreadable, the encoder's embeddings, written there
+        for the next time only with `write` (training's own folder; sampling never changes what it reads)."""
         path = text_cache_path(folder, encoder_name)
         if os.path.exists(path) or os.path.exists(path + ".json"):
             try:
@@ -306,13 +308,15 @@ class TextCache:
                 return TextCache(meta["prompts"], Text(t["tokens"].float(), t["mask"].bool(), t["pooled"].float()),
                                  meta["encoder"])
             except Exception as e:  # truncated, or half of the pair missing: it is derived data, make it again
-                warnings.warn(f"cannot read the text-embedding cache {path} ({type(e).__name__}); rebuilding it")
+                print(f"warning: cannot read the text-embedding cache {path} ({type(e).__name__}); "
+                      + ("rebuilding it" if write else "embedding the prompts in memory"), file=sys.stderr)
         prompts = all_prompts()
         text = TextEncoder(encoder_name)(prompts)
-        os.makedirs(folder, exist_ok=True)
-        atomic_save_tensors({"tokens": text.tokens.half(), "mask": text.mask.to(torch.uint8),
-                             "pooled": text.pooled.half()}, path)
-        atomic_write_json({"encoder": encoder_name, "prompts": prompts}, path + ".json")
+        if write:
+            os.makedirs(folder, exist_ok=True)
+            atomic_save_tensors({"tokens": text.tokens.half(), "mask": text.mask.to(torch.uint8),
+                                 "pooled": text.pooled.half()}, path)
+            atomic_write_json({"encoder": encoder_name, "prompts": prompts}, path + ".json")
         return TextCache(prompts, Text(text.tokens.half().float(), text.mask, text.pooled.half().float()), encoder_name)
 
     def embed(self, prompts: list[str]) -> Text:
@@ -712,8 +716,9 @@ class UNetConfig:
 
     def __post_init__(self):
         self.channels, self.attn_levels = tuple(self.channels), tuple(self.attn_levels)
-        if self.temporal_kernel < 0 or (self.temporal_kernel and self.temporal_kernel % 2 == 0):
-            raise ValueError(f"temporal_kernel={self.temporal_kernel}: an odd number of frames, or 0 (none)")
+        if not 0 <= self.temporal_kernel <= 15 or (self.temporal_kernel and self.temporal_kernel % 2 == 0):
+            # taps past a 16-frame clip's length see only its zero padding
+            raise ValueError(f"temporal_kernel={self.temporal_kernel}: an odd number of frames up to 15, or 0 (none)")
 
     def conv_taps(self) -> int:  # the frames every temporal conv sees; 0: the model has none
         return self.temporal_kernel if self.temporal else 0
@@ -1209,15 +1214,12 @@ class Recipe:
     steps: int = 5000           # optimizer steps of a run (train.py --steps changes it)
 
     def check(self, stage: str):
-        """Raise ValueError (one line) where this recipe cannot train `stage`."""
-        if not all(math.isfinite(v) for v in asdict(self).values()):
-            raise ValueError("every value must be a finite number")
-        if min(self.batch, self.frames, self.lr, self.steps) <= 0 or min(self.warmup, self.joint_images, self.min_snr,
-                                                              self.guidance) < 0:
-            raise ValueError("batch, frames, lr and steps must be positive; warmup, joint_images, min_snr, "
-                             "guidance >= 0")
-        if not (0 <= self.cooldown < 1 and 0 <= self.ema_decay < 1):
-            raise ValueError("cooldown and ema_decay must be in [0, 1)")
+        """Raise ValueError (one line) where this recipe cannot train `stage`: a field outside its range
+        (RECIPE_RANGES), or one that does nothing for the stage."""
+        for name, (low, high, why) in RECIPE_RANGES.items():
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name}={value!r} is outside {low:g} .. {high:g} ({why})")
         clips = stage in STAGES and STAGES[stage].unet.get("temporal", False)
         if clips != (self.frames > 1):
             raise ValueError(f"frames={self.frames}: the {stage} stage trains on "
@@ -1226,6 +1228,24 @@ class Recipe:
             raise ValueError(f"frames for interp must be 1 + a multiple of {INTERP_FACTOR} (e.g. 16)")
         if stage != "video" and (self.joint_images or self.scratch):
             raise ValueError("joint_images and scratch apply to the video stage")
+
+
+# The range of every recipe number: what a real run can use. Sizes beyond these are refused here; sizes
+# within them that the machine cannot hold are refused by train.py's memory estimate, before any work.
+RECIPE_RANGES = {
+    "batch": (1, 65536, "examples per step: more than any machine's memory holds at 32²"),
+    "frames": (1, 256, "frames per clip: temporal attention grows with frames², and the data has no longer clips"),
+    "lr": (1e-8, 1.0, "AdamW moves each weight by about lr a step: above 1 a single step is rubbish, "
+                      "below 1e-8 nothing moves"),
+    "warmup": (0, 1_000_000, "steps of the linear warm-up (longer than the run: the lr never reaches its peak)"),
+    "cooldown": (0, 0.99, "the share of the run the lr falls over"),
+    "min_snr": (0, 10_000, "Min-SNR-γ; 0 is off, and past ~1e4 it weights like the plain loss"),
+    "ema_decay": (0, 0.99999, "the EMA's decay: 1 would never move from the first weights"),
+    "joint_images": (0, 65536, "single frames added to every video step"),
+    "guidance": (0, 100, "the guidance weight: past ~100 the guided v saturates every pixel"),
+    "scratch": (0, 1, "a switch"),
+    "steps": (1, 10_000_000, "optimizer steps: ten million is months on any machine"),
+}
 
 
 RECIPES = {
@@ -1300,6 +1320,11 @@ def load_weights(model: nn.Module, state: dict):
     model.load_state_dict(state)
 
 
+def all_finite(tensors, dtype=None) -> bool:
+    """Every number finite, also once cast to `dtype` (fp16 overflows past 65504)."""
+    return all(bool(t.detach().to(dtype or t.dtype).isfinite().all()) for t in tensors if t.is_floating_point())
+
+
 def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
     """Write <folder>/<stage>.safetensors (fp16) and <stage>.json."""
     os.makedirs(folder, exist_ok=True)
@@ -1326,6 +1351,10 @@ def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
     try:
         with open(config) as fh:
             meta = json.load(fh)
+        if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)):
+            raise CheckpointError(f"{config} is not a checkpoint's JSON (an object with its model's config)")
+        if build is None and not isinstance(meta.get("text_encoder"), str):
+            raise CheckpointError(f"{config} names no text_encoder (the encoder the network was trained with)")
         state = load_file(weights)
         model = (build or network)(meta["config"])
         load_weights(model, {k: v.float() for k, v in state.items()})
@@ -1334,6 +1363,8 @@ def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
                               f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     if meta.get("stage") != stage:
         raise CheckpointError(f"{weights} is a {meta.get('stage')!r} checkpoint, not {stage!r}")
+    if not all_finite(state.values()):
+        raise CheckpointError(f"{weights} holds weights that are not finite: a broken run's, refused")
     return model.to(device).eval(), meta
 
 

@@ -51,7 +51,7 @@ def parser():
     what.add_argument("--prompt-file", default=None,
                       help="prompts, one per line or separated by commas, added to --prompt's")
     what.add_argument("--num-samples", type=int, default=1, help="videos per prompt")
-    what.add_argument("--seed", type=int, default=0, help="0 <= seed < 2^64; same seed, same file")
+    what.add_argument("--seed", type=int, default=0, help="0 <= seed < 2^63; same seed, same file")
     what.add_argument("--out", default=None,
                       help="output .gif or .mp4 (.png for --stages image; default output/<prompt>.gif)")
     what.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this factor")
@@ -144,16 +144,24 @@ def check_cascade(p, args, needs_base: bool = True):
             p.error(f"{flag} must be {'>= 0' if name == 'extend' else 'positive'}")
         if value > limit:
             p.error(f"{flag} {value} is over its limit of {limit} (hours of compute or too much memory)")
-    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
-        p.error("--guidance must be a number >= 0")
-    if not 0 <= args.seed < 2 ** 64:
-        p.error("--seed must be in 0 .. 2^64 - 1")
+    if args.guidance is not None and not guidance_in_range(args.guidance):
+        p.error(f"--guidance must be a number in {GUIDANCE_RANGE}, got {args.guidance:g}")
+    cli.check_seed(args.seed, p.error)
     check_stages(p, args, needs_base)
     if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
         stage = "image" if args.stages == ["image"] else "video"
         args.guidance = mav.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)
-        if type(args.guidance) not in (int, float) or not (math.isfinite(args.guidance) and args.guidance >= 0):
-            p.error(f"{args.checkpoints}/{stage}.json records guidance {args.guidance!r}: not a number >= 0")
+        if not guidance_in_range(args.guidance):
+            p.error(f"{args.checkpoints}/{stage}.json records guidance {args.guidance!r}: not a number in "
+                    f"{GUIDANCE_RANGE}")
+
+
+GUIDANCE_RANGE = "{:g} .. {:g}".format(*mav.RECIPE_RANGES["guidance"][:2])
+
+
+def guidance_in_range(w) -> bool:
+    low, high, _ = mav.RECIPE_RANGES["guidance"]  # the one range: what a recipe may record
+    return type(w) in (int, float) and math.isfinite(w) and low <= w <= high
 
 
 def check_stages(p, args, needs_base: bool):
@@ -234,7 +242,8 @@ def load_models(args, stages) -> dict:
 
 
 def text_cache(args, models) -> mav.TextCache:
-    return mav.TextCache.load_or_build(args.checkpoints, next(iter(models.values()))[1]["text_encoder"])
+    encoder = next(iter(models.values()))[1]["text_encoder"]
+    return mav.TextCache.load_or_build(args.checkpoints, encoder, write=False)  # never writes in what it reads
 
 
 def progress(desc):

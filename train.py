@@ -55,6 +55,8 @@ def parse_args(argv=None):
         check_out(p, args)
     args.model_items = args.model or []
     args.model = model_changes(p, args.stage, args.model_items)
+    if args.stage != "all":
+        check_memory(p, args.stage, args.preset, args.recipe, args.model, args.device)
     return args
 
 
@@ -88,7 +90,8 @@ def parser():
                        help="folder of this run's checkpoints, shared by the stages of one cascade (the video stage "
                             "reads image from it; default runs/<preset>, never the shipped checkpoints/)")
     where.add_argument("--overwrite", action="store_true",
-                       help="replace <out>/<stage>.safetensors if it exists (else the run refuses to start)")
+                       help="replace <out>/<stage>.safetensors if it exists (else the run refuses to start, with "
+                            "--init and --resume PATH too; --resume of the run's own state needs no --overwrite)")
     where.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                        help="continue exactly where a run stopped: from <out>/<stage>-train.pt, or from PATH")
     where.add_argument("--init", default=None, metavar="FOLDER",
@@ -120,6 +123,7 @@ def check_args(p, args):
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.sample_every < 0:
         p.error("--sample-every must be >= 0")
+    cli.check_seed(args.seed, p.error)
     if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
         p.error("--time-limit must be a positive number of minutes")
     if args.stage not in ("video", "all") and args.unlabeled:
@@ -139,15 +143,22 @@ def parsed_changes(p, flag: str, items: list[str], defaults) -> dict:
         name, _, value = item.partition("=")
         if name not in types or not value:
             p.error(f"{flag} {item}: not FIELD=VALUE with FIELD one of {', '.join(types)}")
+        if name in changes:
+            p.error(f"{flag} {name} is given twice ({name}={changes[name]!r} and {item}): give it once")
         kind = types[name]
         try:
             if kind is bool:
                 changes[name] = truth[value.lower()]
             else:
                 changes[name] = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OverflowError):
             p.error(f"{flag} {item}: {value!r} is not a {kind.__name__}")
     return changes
+
+
+# recipe fields that do nothing for a stage, and why: given, they are refused rather than recorded
+IDLE_FIELDS = {"judge": {"guidance": "the judge is a classifier: nothing is sampled from it",
+                          "min_snr": "the judge's loss is a classifier's, not a diffusion loss"}}
 
 
 def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, steps: int | None = None) -> mav.Recipe:
@@ -155,6 +166,9 @@ def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, step
     row = replace(mav.RECIPES[stage], steps=steps or mav.RECIPES[stage].steps)
     changes = parsed_changes(p, "--recipe", overrides, {f.name: getattr(row, f.name) for f in fields(mav.Recipe)
                                                          if f.name != "steps"})
+    idle = [name for name in changes if name in IDLE_FIELDS.get(stage, ())]
+    if idle:
+        p.error(f"--recipe {idle[0]} does nothing for the {stage} stage ({IDLE_FIELDS[stage][idle[0]]})")
     if unlabeled and changes.get("joint_images"):
         p.error("--unlabeled trains on clips without text: no joint images with prompts (joint_images=0)")
     if unlabeled and changes.get("scratch"):
@@ -188,17 +202,42 @@ def model_changes(p, stage: str, items: list[str]) -> dict:
 
 
 def check_out(p, args):
-    """Never write over a checkpoint unasked: a finished or stopped run is continued, started from, or
-    replaced only when the command says so."""
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        p.error(f"--out {args.out} is a file, not a folder")
-    if args.resume or args.init or args.overwrite:
+    """Never write over a checkpoint unasked: a finished or stopped run is continued (--resume of its own
+    state), or replaced only with --overwrite; --init and --resume PATH keep the rule of a fresh run."""
+    cli.check_output_folder(args.out, p.error)
+    if args.init and os.path.abspath(args.init) == os.path.abspath(args.out):
+        p.error(f"--init {args.init} is --out itself: the run would write over the checkpoint it starts from; "
+                "give another --out")
+    own_state = os.path.join(args.out, f"{args.stage}-train.pt")
+    continues_own = args.resume is True or (args.resume and os.path.abspath(args.resume) == os.path.abspath(own_state))
+    if continues_own or args.overwrite:
         return
     for name in (f"{args.stage}.safetensors", f"{args.stage}-train.pt"):
         path = os.path.join(args.out, name)
         if os.path.exists(path):
             p.error(f"{path} exists: continue that run with --resume, start from its weights with --init "
-                    f"{args.out}, or replace it with --overwrite")
+                    f"{args.out} --out ANOTHER_FOLDER, or replace it with --overwrite")
+
+
+def check_memory(p, stage: str, preset: str, recipe: mav.Recipe, model_changes: dict, device: str):
+    """Refuse, by arithmetic and before anything is built, a step the machine cannot hold: the activations
+    that backward keeps, about ACTIVATION_WORDS floats per channel and pixel of every level (measured:
+    bench.py's peak memory, base preset video step), against the memory free on the device."""
+    if stage == "judge":
+        return
+    cfg = mav.stage_config(stage, preset, changes=model_changes)
+    size = mav.CANVAS if stage == "sr" else mav.BASE
+    per_frame = sum(c * (size // 2 ** level) ** 2 for level, c in enumerate(cfg.channels)) * ACTIVATION_WORDS * 4
+    frames = recipe.batch * recipe.frames + (recipe.joint_images if stage == "video" else 0)
+    need, free = frames * per_frame, cli.free_memory(device)
+    if free is not None and need > free:
+        p.error(f"--recipe batch={recipe.batch} frames={recipe.frames}"
+                + (f" joint_images={recipe.joint_images}" if stage == "video" else "")
+                + f": a {stage} step of preset {preset} needs about {need / 2 ** 30:.1f} GiB, and {device} has "
+                f"{free / 2 ** 30:.1f} GiB free")
+
+
+ACTIVATION_WORDS = 32  # the base video step of 4 clips + 16 frames peaks at 1.5 GiB: ~53 words; 32 is a floor
 
 
 # --- what a stage starts from, and what it learns from ----------------------------------------
@@ -339,6 +378,9 @@ def setup_distributed(device: str):
     return dist.get_rank(), dist.get_world_size(), device
 
 
+TRAIN_STATE_KEYS = ("stage", "config", "model", "ema", "optimizer", "step", "rng_cpu", "text_encoder", "origin")
+
+
 def load_train_state(path, stage, preset, unlabeled):
     """The full training state for --resume, refused (one line) if it is another run's."""
     if not os.path.exists(path):
@@ -350,6 +392,11 @@ def load_train_state(path, stage, preset, unlabeled):
                 "this project never does)")
     except Exception as e:
         cli.die(f"--resume: cannot read {path}: {type(e).__name__}")
+    if not isinstance(state, dict) or any(key not in state for key in TRAIN_STATE_KEYS):
+        what = next((f"a dict without {key}" for key in TRAIN_STATE_KEYS if key not in state), None) \
+            if isinstance(state, dict) else f"a {type(state).__name__}"
+        cli.die(f"--resume: {path} is {what}, not the training state a run saves (<out>/<stage>-train.pt: a dict "
+                f"of {', '.join(TRAIN_STATE_KEYS)})")
     mine = dict(stage=stage, preset=preset, unlabeled=unlabeled)
     for key, value in mine.items():
         if key == "preset" and stage == "judge":
@@ -476,11 +523,13 @@ class Trainer:
     def save(self, collective=True, **metrics):
         """Rank 0 writes the EMA checkpoint and the full training state (every rank's RNG state,
         gathered: so `collective` calls must happen on all ranks at the same step). Weights that are
-        not all finite are never written: the run stops, and the last good checkpoint stays."""
+        not all finite, as trained or as written (the checkpoint's fp16: |w| <= 65504), are never written:
+        the run stops, and the last good checkpoint stays."""
         args, stage = self.args, self.stage
-        tensors = [*self.model.parameters(), *self.ema.parameters()]
-        if not bool(torch.stack([p.detach().isfinite().all() for p in tensors]).all()):
-            cli.die(f"the weights are not finite at step {self.step}: not saved; {self.last_good()}", code=1)
+        written = self.ema.state_dict().values()  # as save_checkpoint writes them: fp16
+        if not (mav.all_finite(self.model.parameters()) and mav.all_finite(written, torch.float16)):
+            cli.die(f"the weights are not finite at step {self.step} (as trained, or in the checkpoint's fp16): "
+                    f"not saved; {self.last_good()}", code=1)
         rng, rng_cuda = self.gathered_rng(collective)
         if not self.main_process:
             return
@@ -635,8 +684,7 @@ def chain_path(out: str) -> str:
 def check_chain_out(p, args):
     """A chain's folder holds one chain: a new chain never starts over another run's checkpoints, and
     --resume continues only the chain recorded in <out>/chain.json, with the same preset, seed and steps."""
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        p.error(f"--out {args.out} is a file, not a folder")
+    cli.check_output_folder(args.out, p.error)
     if args.resume is not None and args.resume is not True:
         p.error("--stage all --resume takes no PATH: it continues the chain in --out")
     if args.resume and args.overwrite:

@@ -83,7 +83,7 @@ def main():
             done = {(r["n"], r["interp_steps"], r["sr_steps"], r["start"]) for r in map(json.loads, fh)}
     loaded = {s: mav.load_checkpoint(args.checkpoints, mav.CASCADE[s]) for s in ("base", "interp", "sr")}
     models = {s: model for s, (model, _) in loaded.items()}
-    cache = mav.TextCache.load_or_build(args.checkpoints, loaded["base"][1]["text_encoder"])
+    cache = mav.TextCache.load_or_build(args.checkpoints, loaded["base"][1]["text_encoder"], write=False)
     judge = evaluate.load_judge(args.checkpoints)
     labels, text, null = prompts(cache, args.n)
     precision = cli.choose_precision(torch.device("cpu"))[0]

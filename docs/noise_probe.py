@@ -33,7 +33,7 @@ print(f"mean frame: x̂-MSE {((inputs['image'] - inputs['image'].mean(0)) ** 2).
 for folder in args.folders:
     for stage, x in inputs.items():
         model, meta = mav.load_checkpoint(folder, stage)
-        text = mav.TextCache.load_or_build(folder, meta["text_encoder"])(ids)
+        text = mav.TextCache.load_or_build(folder, meta["text_encoder"], write=False)(ids)
         row = []
         for value, eps in zip(LOGSNRS, noise[stage]):
             logsnr = torch.full((len(x),), value)

@@ -29,7 +29,7 @@ p.add_argument("--checkpoints", default="checkpoints")
 args = p.parse_args()
 n, stage = args.n, args.stage
 model, meta = mav.load_checkpoint(args.checkpoints, "video" if stage == "base" else stage)
-cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
 g = torch.Generator().manual_seed(1)
 if stage == "base":
     labels = torch.randint(10, (n, 2), generator=g)

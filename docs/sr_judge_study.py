@@ -27,7 +27,7 @@ args = p.parse_args()
 n = args.n
 model, meta = mav.load_checkpoint(args.checkpoints, "sr")
 judge = evaluate.load_judge(args.checkpoints)
-cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
 g = torch.Generator().manual_seed(11)
 video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
 low = mav.to_model(mav.area_downsample(video))

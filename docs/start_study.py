@@ -27,7 +27,7 @@ p.add_argument("runs", nargs="+", help="start_t:steps, e.g. 0.8:1")
 p.add_argument("--checkpoints", default=sample.SHIPPED)
 args = p.parse_args()
 model, meta = mav.load_checkpoint(args.checkpoints, args.stage)
-cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"])
+cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
 g = torch.Generator().manual_seed(0)
 if args.stage == "sr":  # 16 frames at 64², their 32² version in
     video, labels = mav.MovingMNIST("test").sample(args.n, frames=16, generator=g)
