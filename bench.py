@@ -19,9 +19,8 @@ import torch
 from tqdm import tqdm
 
 import cli
-import evaluate
+import judge
 import mav
-import sample
 import train
 
 # Dense bf16 peak of the accelerators MFU is quoted against (FLOP/s), by a part of their name.
@@ -59,7 +58,7 @@ def parse_args(argv=None):
     s = what.add_parser("sample", help="the cascade, stage by stage", formatter_class=cli.HelpFormatter)
     s.add_argument("--num-samples", type=int, default=16, help="prompts, drawn at random")
     s.add_argument("--seed", type=int, default=0)
-    sample.add_cascade_arguments(s.add_argument_group("the cascade"))
+    cli.add_cascade_arguments(s.add_argument_group("the cascade"))
     for parser in (t, s):
         cli.add_device_arguments(parser.add_argument_group("hardware"))
     args = p.parse_args(argv)
@@ -69,7 +68,7 @@ def parse_args(argv=None):
         if not 1 <= args.steps <= 10_000:
             t.error(f"--steps must be in 1 .. 10000 (timed steps), got {args.steps}")
     else:
-        sample.check_cascade(s, args)
+        cli.check_cascade(s, args)
     args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
     if args.what == "train":
         train.check_memory(t, args.stage, args.preset, args.recipe, args.model, args.device)
@@ -81,7 +80,7 @@ def time_steps(args, device, fast: bool, cache):
     peak memory, the parameter count, and a function that takes one more step."""
     from torch.utils.flop_counter import FlopCounterMode
     torch.manual_seed(0)
-    model = evaluate.Judge(evaluate.JudgeConfig()) if args.stage == "judge" else \
+    model = judge.Judge(judge.JudgeConfig()) if args.stage == "judge" else \
         mav.UNet(mav.stage_config(args.stage, args.preset, changes=args.model))
     step_loss, one_step = train.fresh_steps(model, args.stage, args.recipe, cache, device, args.precision,
                                             plain=not fast)
@@ -109,7 +108,7 @@ def time_steps(args, device, fast: bool, cache):
 def bench_train(args):
     """Training speed of a stage: the fast path beside the plain path, in one process."""
     device = torch.device(args.device)
-    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(sample.SHIPPED, write=False).to(device)
+    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(cli.SHIPPED, write=False).to(device)
     step_s, flops, peak, params, fast_step = time_steps(args, device, True, cache)
     plain_s = time_steps(args, device, False, cache)[0]
     r, name = args.recipe, device_name(device)
@@ -151,9 +150,9 @@ def bench_sample(args):
     """Wall time of the cascade for N prompts with the chosen step counts, per stage (after one warm-up
     run of the same size off the CPU), and the frames it generates per second."""
     device = torch.device(args.device)
-    stages = sample.choose_stages(args)
-    models = sample.load_models(args, stages)
-    cache = sample.text_cache(args, models)
+    stages = cli.choose_stages(args)
+    run = cli.cascade(args, cli.load_models(args, stages), stages)
+    cache = run.cache
     n, g = args.num_samples, torch.Generator().manual_seed(args.seed)
     ids = mav.prompt_ids(torch.randint(10, (n, 2), generator=g), g)
     text, null = cache(ids).to(device), cache(torch.full((n,), mav.NULL_PROMPT)).to(device)
@@ -165,9 +164,9 @@ def bench_sample(args):
         clock[0] = time.perf_counter()
     with cli.autocast(device, args.precision):
         if device.type != "cpu":  # first-call costs (cuDNN autotuning...) are not timed
-            sample.cascade(args, models, stages, text[:1], null[:1], g, quiet=True)
+            run.generate(text[:1], null[:1], g, **cli.cascade_options(args, quiet=True))
         clock[0] = time.perf_counter()
-        x, _ = sample.cascade(args, models, stages, text, null, g, done=done)
+        x, _ = run.generate(text, null, g, **cli.cascade_options(args), done=done)
     total = sum(timings.values())
     print(json.dumps({"bench": "sample", "device": device_name(device), "torch": torch.__version__, "prompts": n,
                       "stages": "+".join(stages), "steps": {"base": args.steps, "interp": args.interp_steps,

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import mav
 
@@ -307,3 +308,150 @@ def unlike_training_frames(frames: torch.Tensor) -> str | None:
         return (f"mean brightness {mean:.2f} and {lit:.0%} bright pixels, where Moving MNIST frames are white "
                 f"digits on black (about 0.05 and 5%)")
     return None
+
+
+# --- the cascade's flags and checkpoints, the same in sample.py, evaluate.py and bench.py -------------
+
+CHECKPOINT_OF = {**mav.CASCADE, "image": "image"}  # what --stages names -> checkpoint
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+
+# Upper bounds of a request: beyond them a run takes hours or more memory than a laptop has.
+LIMITS = {"steps": 1000, "interp_steps": 1000, "sr_steps": 1000, "frames": 64, "extend": 240, "scale": 16,
+          "num_samples": 1024}
+
+
+def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,interp,sr (default: every stage "
+                                               "with a checkpoint); or image: single frames from the image model"):
+    """The cascade's flags, the same in sample.py, evaluate.py and bench.py (which make no video from pictures:
+    their mode is None)."""
+    cascade.set_defaults(mode=None)
+    cascade.add_argument("--checkpoints", default="checkpoints",
+                         help="folder with the stages' checkpoints (the shipped ones, or a train.py --out)")
+    cascade.add_argument("--stages", default=None, help=stages_help)
+    cascade.add_argument("--steps", type=int, nargs="+", default=None, metavar="N",
+                         help="diffusion steps of the base model, then (optional) of interpolation and of "
+                              "super-resolution (default " + " ".join(map(str, mav.STEPS.values())) + ")")
+    cascade.add_argument("--sampler", default=mav.SAMPLER, choices=list(mav.SAMPLERS),
+                         help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs more steps for the "
+                              "same videos; ancestral: stochastic")
+    cascade.add_argument("--guidance", type=float, default=None,
+                         help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
+                              "unguided (default: the weight the checkpoint records, the laptop chain's 7; "
+                              f"else {mav.GUIDANCE:g})")
+    cascade.add_argument("--frames", type=int, default=mav.FRAMES, help="frames the base model generates")
+    cascade.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
+    cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
+                         help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
+
+
+def check_cascade(p, args, needs_base: bool = True):
+    """The cascade's flags (steps, limits, seed, stages, guidance), checked and resolved."""
+    steps = args.steps or []
+    if len(steps) > 3:
+        p.error("--steps takes at most 3 numbers: base, interpolation, super-resolution")
+    args.steps, args.interp_steps, args.sr_steps = [*steps, *list(mav.STEPS.values())[len(steps):]]
+    for name, limit in LIMITS.items():
+        value, flag = getattr(args, name, 1), "--steps" if name.endswith("steps") else "--" + name.replace("_", "-")
+        if value < (0 if name == "extend" else 1):
+            p.error(f"{flag} must be {'>= 0' if name == 'extend' else 'positive'}")
+        if value > limit:
+            p.error(f"{flag} {value} is over its limit of {limit} (hours of compute or too much memory)")
+    if args.guidance is not None and not guidance_in_range(args.guidance):
+        p.error(f"--guidance must be a number in {GUIDANCE_RANGE}, got {args.guidance:g}")
+    check_seed(args.seed, p.error)
+    check_stages(p, args, needs_base)
+    if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
+        stage = "image" if args.stages == ["image"] else "video"
+        args.guidance = mav.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)
+        if not guidance_in_range(args.guidance):
+            p.error(f"{args.checkpoints}/{stage}.json records guidance {args.guidance!r}: not a number in "
+                    f"{GUIDANCE_RANGE}")
+
+
+GUIDANCE_RANGE = "{:g} .. {:g}".format(*mav.RECIPE_RANGES["guidance"][:2])
+
+
+def guidance_in_range(w) -> bool:
+    low, high, _ = mav.RECIPE_RANGES["guidance"]  # the one range: what a recipe may record
+    return type(w) in (int, float) and math.isfinite(w) and low <= w <= high
+
+
+def check_stages(p, args, needs_base: bool):
+    if args.stages is None:
+        return
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in args.stages if s not in mav.CASCADE and s != "image"]
+    if unknown or not args.stages:
+        p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
+                f"(or image alone)")
+    if "image" in args.stages and (len(args.stages) > 1 or args.mode or args.extend):
+        p.error("--stages image samples single frames from the image model; it does not combine with "
+                "other stages, --image/--between/--variation or --extend")
+    if needs_base and "image" not in args.stages and "base" not in args.stages \
+            and args.mode not in ("image", "between"):
+        p.error(f"--stages {','.join(args.stages)}: the cascade starts from the base model's clip; add base "
+                f"(e.g. --stages base,{args.stages[0]})")
+
+
+def load(args, stage: str):
+    """The checkpoint of a cascade stage, or a one-line error that says how to make it."""
+    name = CHECKPOINT_OF[stage]
+    try:
+        return mav.load_checkpoint(args.checkpoints, name, args.device)
+    except mav.CheckpointError as e:
+        if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):
+            how = "--stage image && python train.py --stage video" if stage == "base" else f"--stage {name}"
+            die(f"{e}; train it with: python train.py {how}")
+        die(str(e))
+
+
+def choose_stages(args) -> list[str]:
+    if args.stages is not None:
+        stages = [s for s in mav.CASCADE if s in args.stages]  # always in cascade order
+    else:
+        stages = ["base"] + [s for s in ("interp", "sr")
+                             if os.path.exists(os.path.join(args.checkpoints, mav.CASCADE[s] + ".json"))]
+    mode = args.mode
+    masked = ["--extend"] * bool(args.extend) + [f"--{mode}"] * (mode in ("image", "between"))
+    if masked and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
+        die(f"{masked[0]} makes frames with the masked interpolation network: no interp checkpoint in "
+                f"{args.checkpoints}/; train it with: python train.py --stage interp")
+    return stages
+
+
+def load_models(args, stages) -> dict:
+    """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
+    (which then makes the base clip, so the base video model is not needed). One text encoder for all."""
+    animated = args.mode in ("image", "between")
+    names = [s for s in stages if not (s == "base" and animated)]
+    if (args.extend or animated) and "interp" not in names:
+        names.append("interp")
+    models = {s: load(args, s) for s in names}
+    encoders = {meta["text_encoder"] for _, meta in models.values()}
+    if len(encoders) > 1:
+        die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: "
+                f"{sorted(encoders)}")
+    return models
+
+
+def text_cache(args, models) -> mav.TextCache:
+    encoder = next(iter(models.values()))[1]["text_encoder"]
+    return mav.TextCache.load_or_build(args.checkpoints, encoder, write=False)  # never writes in what it reads
+
+
+def progress(desc):
+    return lambda steps: tqdm(steps, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def cascade(args, models, stages) -> mav.Cascade:
+    """The loaded networks as mav's Cascade, with the text cache of args.checkpoints."""
+    return mav.Cascade({stage: model for stage, (model, _) in models.items()}, text_cache(args, models), stages,
+                       args.guidance)
+
+
+def cascade_options(args, quiet: bool = False) -> dict:
+    """The command's cascade flags as Cascade.generate's keywords."""
+    return dict(steps=args.steps, interp_steps=args.interp_steps, sr_steps=args.sr_steps, guidance=args.guidance,
+                sampler=args.sampler, frames=args.frames, extend_frames=args.extend,
+                framewise_sr=args.sr == "framewise", progress=None if quiet else progress,
+                **({"strength": args.strength} if args.mode == "variation" else {}))

@@ -1397,3 +1397,91 @@ class WholeFrameUNet(UNet):
 
     def forward(self, x, logsnr, text: Text, stride=None, cond=None, aug=None):
         return super().forward(x, logsnr, text, stride, cond[:, :self.cfg.cond_channels], aug)
+
+
+# =============================================================================
+# 11. The cascade: from a prompt to a video (paper §3, Fig. 2)
+# =============================================================================
+# At inference Make-A-Video chains its networks: the video model draws 16
+# frames at 32² from the text (§5, §6), the interpolation network raises them
+# to 76 (§7), the super-resolution network to 64² (§8). A Cascade is those
+# networks of one checkpoint folder and their text cache, called with prompts
+# and plain keywords, as a diffusers pipeline is:
+#
+#     cascade = mav.Cascade.load("checkpoints")
+#     videos, fps = cascade("2 and four", seed=0)   # (1 76 64 64) in [0, 1], 40 fps
+#
+# Given pictures replace the base model's draw from noise: `first` (and `last`)
+# are animated by the masked network (§7: the paper's image animation), a
+# `video` is varied (SDEdit: noised to t = `strength`, then denoised).
+
+class Cascade:
+    """The networks of one checkpoint folder, by cascade stage (base, interp, sr), and their text cache.
+    `stages` are the ones a call runs; `models` may hold the masked network (interp) for --extend, --image
+    and --between without running interpolation."""
+
+    def __init__(self, models: dict, cache: TextCache, stages=("base", "interp", "sr"), guidance: float = GUIDANCE):
+        self.models, self.cache, self.guidance = models, cache, guidance
+        self.stages = [s for s in CASCADE if s in stages and s in models]
+        self.device = next(next(iter(models.values())).parameters()).device
+
+    @classmethod
+    def load(cls, folder: str = "checkpoints", device="cpu", stages=None) -> "Cascade":
+        """Every stage with a checkpoint in `folder` (base always), or those named; the guidance weight the
+        video model's trainer recorded. Raises CheckpointError (one line) for what cannot be read."""
+        held = [s for s in CASCADE if s == "base" or os.path.exists(os.path.join(folder, CASCADE[s] + ".json"))]
+        models, metas = {}, {}
+        for stage in dict.fromkeys([*(stages or held), *(["interp"] if "interp" in held else [])]):
+            models[stage], metas[stage] = load_checkpoint(folder, CASCADE[stage], device)
+        encoders = sorted({meta["text_encoder"] for meta in metas.values()})
+        if len(encoders) > 1:
+            raise CheckpointError(f"the checkpoints in {folder}/ were trained with different text encoders: {encoders}")
+        guidance = metas.get("base", {}).get("guidance", GUIDANCE)
+        return cls(models, TextCache.load_or_build(folder, encoders[0], write=False), stages or held, guidance)
+
+    @torch.no_grad()
+    def __call__(self, prompts, seed: int = 0, **kw) -> tuple[torch.Tensor, float]:
+        """A prompt or a list of them -> (videos (n f h w) in [0, 1] on the CPU, frames per second).
+        Keywords: those of generate(); a `generator` replaces the seed."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        text = self.cache.embed(prompts).to(self.device)
+        null = self.cache.embed([""] * len(prompts)).to(self.device)
+        generator = kw.pop("generator", None) or torch.Generator().manual_seed(seed)
+        x, fps = self.generate(text, null, generator, **kw)
+        return to_pixels(x)[:, 0].float().cpu(), fps
+
+    @torch.no_grad()
+    def generate(self, text: Text, null: Text, generator=None, steps: int = STEPS["base"],
+                 interp_steps: int = STEPS["interp"], sr_steps: int = STEPS["sr"], guidance: float | None = None,
+                 sampler: str = SAMPLER, frames: int = FRAMES, extend_frames: int = 0, framewise_sr: bool = False,
+                 first=None, last=None, video=None, strength: float = 0.6, progress=None, done=None):
+        """base -> (extend) -> interp -> sr for the prompts of `text` -> (x (n 1 f h w) in [-1, 1], fps).
+        first, last: (n 1 32 32) pictures to animate; video: (n 1 frames 32 32) to vary; all in [-1, 1].
+        progress(desc), if given, wraps each stage's steps (a tqdm, say); done(stage) is called as each ends."""
+        n, bar, done = len(text), progress or (lambda desc: None), done or (lambda stage: None)
+        common = dict(sampler=sampler, generator=generator)
+        base = dict(steps=steps, guidance=self.guidance if guidance is None else guidance,
+                    progress=bar(f"base {frames}x{BASE}²"), **common)
+        if first is not None:  # the masked network, the first (and last) frame known
+            x = animate(self.models["interp"], first, text, null, frames=frames, last=last, **base)
+        else:  # from noise, or (SDEdit) from the given video noised to t = strength
+            x = sample(self.models["base"], (n, 1, frames, BASE, BASE), text, null,
+                       stride=torch.ones(n, device=self.device), init=video,
+                       strength=strength if video is not None else 1.0, **base)
+        done("base")
+        fps = BASE_FPS
+        if extend_frames:
+            x = extend(self.models["interp"], x, extend_frames, text, null, steps=interp_steps,
+                       progress=bar(f"extend +{extend_frames}"), **common)
+            done("extend")
+        if "interp" in self.stages:
+            x = interpolate(self.models["interp"], x, text, null, steps=interp_steps,
+                            progress=bar(f"interp {x.shape[2]}->{(x.shape[2] - 1) * INTERP_FACTOR + 1}"), **common)
+            fps *= INTERP_FACTOR
+            done("interp")
+        if "sr" in self.stages:
+            x = super_resolve(self.models["sr"], x, text, null, framewise=framewise_sr, steps=sr_steps,
+                              progress=bar(f"sr {BASE}²->{SR_SCALE * BASE}² ({'framewise' if framewise_sr else 'spacetime'})"),
+                              **common)
+            done("sr")
+        return x.float(), fps

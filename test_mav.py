@@ -20,6 +20,7 @@ import torch
 import bench
 import cli
 import evaluate
+import judge
 import mav
 import sample
 
@@ -867,6 +868,19 @@ def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
     assert iio.imread(tmp_path / "b.mp4").shape[:3] == (20, 64, 64)
 
 
+def test_the_readmes_python_makes_the_video_sample_py_makes(cascade, tmp_path, monkeypatch, capsys):
+    """The README's Python snippet, run as written (on the tiny cascade, in a scratch folder), writes the same
+    GIF as sample.py with the same prompt and seed at fp32 (Python runs without autocast)."""
+    readme = open(os.path.join(HERE, "README.md")).read()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'mav.Cascade.load("checkpoints")' in snippet and len(snippet.strip().splitlines()) <= 4
+    monkeypatch.chdir(tmp_path)
+    exec(snippet.replace('"checkpoints"', repr(str(cascade))), {})
+    written = [f for f in os.listdir(tmp_path) if f.endswith(".gif")]
+    sample.main(["--checkpoints", str(cascade), "--precision", "fp32", "--out", str(tmp_path / "sample.gif")])
+    assert len(written) == 1 and (tmp_path / written[0]).read_bytes() == (tmp_path / "sample.gif").read_bytes()
+
+
 @pytest.mark.parametrize("stage,keys", [("interp", {"psnr", "psnr_linear_blend", "in_between_frames"}),
                                         ("sr", {"psnr", "psnr_bicubic"})])
 def test_eval_prints_psnr_beside_its_baseline(cascade, capsys, stage, keys):
@@ -894,7 +908,7 @@ SHIPPED = os.path.join(HERE, "checkpoints")
 
 
 @pytest.fixture(scope="session")
-def judge():
+def shipped_judge():
     """The shipped judge (trained by python train.py --stage judge)."""
     return evaluate.load_judge(SHIPPED)
 
@@ -906,58 +920,58 @@ def real_clips():
 
 
 def test_pair_index_matches_the_pair_table():
-    pairs = torch.tensor(evaluate.PAIRS)
-    assert torch.equal(evaluate.pair_index(pairs), torch.arange(55))
-    assert torch.equal(evaluate.pair_index(pairs.flip(1)), torch.arange(55))  # unordered
-    assert evaluate.pair_counts(torch.tensor([[3, 3], [1, 7]])).tolist()[0][3] == 2
+    pairs = torch.tensor(judge.PAIRS)
+    assert torch.equal(judge.pair_index(pairs), torch.arange(55))
+    assert torch.equal(judge.pair_index(pairs.flip(1)), torch.arange(55))  # unordered
+    assert judge.pair_counts(torch.tensor([[3, 3], [1, 7]])).tolist()[0][3] == 2
 
 
 def test_judge_learns_digit_counts():
     torch.manual_seed(0)
-    judge = evaluate.Judge(evaluate.JudgeConfig(width=8, features=32))
-    optimizer = judge.configure_optimizers(lr=3e-3)
+    model = judge.Judge(judge.JudgeConfig(width=8, features=32))
+    optimizer = model.configure_optimizers(lr=3e-3)
     video, labels = mav.MovingMNIST("train").sample(64, frames=1, generator=torch.Generator().manual_seed(0))
     frames = mav.area_downsample(video)[:, :, 0]
     losses = []
     for _ in range(30):
-        loss = evaluate.judge_loss(judge, frames, labels)
+        loss = judge.judge_loss(model, frames, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
-    assert evaluate.augment(frames).shape == frames.shape and 0 <= evaluate.augment(frames).min()
+    assert judge.augment(frames).shape == frames.shape and 0 <= judge.augment(frames).min()
 
 
-def test_shipped_judge_reads_held_out_digits(judge, real_clips):
+def test_shipped_judge_reads_held_out_digits(shipped_judge, real_clips):
     videos, labels = real_clips
-    scores, feats = evaluate.score_videos(judge, videos, labels)
+    scores, feats = judge.score_videos(shipped_judge, videos, labels)
     assert scores["adherence"] == 1.0 and scores["frame_accuracy"] > 0.85
-    assert feats.shape == (24 * 16, judge.cfg.features)
+    assert feats.shape == (24 * 16, shipped_judge.cfg.features)
     # the same frames at 64² read the same way (area-downsampled inside)
     big = mav.MovingMNIST("test").sample(4, frames=2, generator=torch.Generator().manual_seed(5))[0][:, 0]
-    assert torch.equal(judge.read(big.reshape(-1, 1, 64, 64))[0],
-                       judge.read(mav.area_downsample(big).reshape(-1, 1, 32, 32))[0])
+    assert torch.equal(shipped_judge.read(big.reshape(-1, 1, 64, 64))[0],
+                       shipped_judge.read(mav.area_downsample(big).reshape(-1, 1, 32, 32))[0])
 
 
-def test_scorer_tells_prompts_apart(judge, real_clips):
+def test_scorer_tells_prompts_apart(shipped_judge, real_clips):
     videos, labels = real_clips
     shuffled = labels.roll(1, dims=0)
-    keep = evaluate.pair_index(shuffled) != evaluate.pair_index(labels)  # a roll may land on the same pair
-    scores, _ = evaluate.score_videos(judge, videos[keep], shuffled[keep])
+    keep = judge.pair_index(shuffled) != judge.pair_index(labels)  # a roll may land on the same pair
+    scores, _ = judge.score_videos(shipped_judge, videos[keep], shuffled[keep])
     assert scores["adherence"] <= 0.1
 
 
-def test_scorer_tells_videos_from_slideshows(judge, real_clips):
+def test_scorer_tells_videos_from_slideshows(shipped_judge, real_clips):
     videos, labels = real_clips
-    real, _ = evaluate.score_videos(judge, videos, labels)
+    real, _ = judge.score_videos(shipped_judge, videos, labels)
     assert real["switch_rate"] < 0.15 and real["motion_lag_ratio"] < 0.8 and real["motion"] > 0.01
     # frame t of each "video" taken from a random other video: a flickering slideshow
     g = torch.Generator().manual_seed(0)
     mixed = torch.stack([videos[torch.randperm(len(videos), generator=g), t] for t in range(16)], dim=1)
-    slideshow, _ = evaluate.score_videos(judge, mixed, labels)
+    slideshow, _ = judge.score_videos(shipped_judge, mixed, labels)
     assert slideshow["switch_rate"] > 0.6 and slideshow["motion_lag_ratio"] > 0.9
-    still, _ = evaluate.score_videos(judge, videos[:, :1].expand(-1, 16, -1, -1), labels)
+    still, _ = judge.score_videos(shipped_judge, videos[:, :1].expand(-1, 16, -1, -1), labels)
     assert still["motion"] == 0 and still["switch_rate"] == 0
 
 
@@ -967,16 +981,16 @@ def test_switches_are_split_into_momentary_and_lasting():
     reads = torch.tensor([[0, 0, 1, 0, 0, 2, 2, 2, 3, 3, 2, 2, 5, 5, 5, 5],   # 4 momentary, 2 lasting
                           [1] * 16,                                          # none
                           [0, 1, 1, 1, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]])  # 3 lasting (a 3-frame excursion)
-    kinds = evaluate.switch_kinds(reads)
+    kinds = judge.switch_kinds(reads)
     assert kinds == {"momentary_switch_rate": 4 / 45, "lasting_switch_rate": 5 / 45}
 
 
 def test_frechet_distance():
     torch.manual_seed(0)
     a = torch.randn(2000, 4)
-    assert abs(evaluate.frechet_distance(a, a)) < 1e-6
-    assert evaluate.frechet_distance(a, a + torch.tensor([3.0, 0, 0, 0])) == pytest.approx(9.0, abs=1e-3)
-    assert evaluate.frechet_distance(a, 2 * a) == pytest.approx(4.0, rel=0.05)  # tr(Σ + 4Σ − 2·2Σ) = tr Σ ≈ 4
+    assert abs(judge.frechet_distance(a, a)) < 1e-6
+    assert judge.frechet_distance(a, a + torch.tensor([3.0, 0, 0, 0])) == pytest.approx(9.0, abs=1e-3)
+    assert judge.frechet_distance(a, 2 * a) == pytest.approx(4.0, rel=0.05)  # tr(Σ + 4Σ − 2·2Σ) = tr Σ ≈ 4
 
 
 EVAL_KEYS = {"adherence", "frame_accuracy", "consistency", "switch_rate", "motion", "motion_lag_ratio", "fd", "n"}
@@ -1707,7 +1721,7 @@ def test_the_shipped_checkpoints_load_and_run(folder, legacy):
             v = model(x, logsnr, text, **kw)
         assert v.shape == x.shape and v.isfinite().all(), stage
     if legacy:
-        assert evaluate.load_judge(folder).cfg == evaluate.JudgeConfig(**mav.checkpoint_meta(folder, "judge")["config"])
+        assert evaluate.load_judge(folder).cfg == judge.JudgeConfig(**mav.checkpoint_meta(folder, "judge")["config"])
 
 
 def test_an_old_whole_frame_network_is_sampled_as_before(cache):
@@ -1738,8 +1752,8 @@ RESUME_RECIPES = {"image": ["batch=4"], "video": ["batch=1", "frames=4", "joint_
 def test_every_stage_resumes_bit_exactly(cascade, tmp_path, monkeypatch, stage):
     """3 steps, stop, --resume to 5 == 5 steps in one go: the same weights, EMA and optimizer state, bit for bit,
     whatever the stage draws (clips, masks, noise levels, joint images)."""
-    no_score = lambda judge, device: {"frame_accuracy": 0.0, "video_accuracy": 0.0}  # not at stake here, and slow
-    monkeypatch.setattr(evaluate, "judge_accuracy", no_score)
+    no_score = lambda model, device: {"frame_accuracy": 0.0, "video_accuracy": 0.0}  # not at stake here, and slow
+    monkeypatch.setattr(judge, "judge_accuracy", no_score)
     for name in ("once", "twice"):
         shutil.copytree(cascade, tmp_path / name)
     run = lambda name, steps, *extra: train.main(["--stage", stage, "--preset", "tiny", "--out", str(tmp_path / name),

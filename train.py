@@ -31,9 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import cli
-import evaluate
+import judge
 import mav
-import sample
 
 TRAINABLE = [*mav.STAGES, "judge"]  # the cascade's networks, and the judge that scores them
 CHAIN = list(mav.STAGES)             # --stage all: the cascade's stages, in order
@@ -264,7 +263,7 @@ def build_model(args, stage, recipe: mav.Recipe):
     if args.init:
         return init_model(args, stage)
     if stage == "judge":  # no text, no preset: one small CNN reads every stage
-        return evaluate.Judge(evaluate.JudgeConfig()), None, {}
+        return judge.Judge(judge.JudgeConfig()), None, {}
     source = None if recipe.scratch else mav.STAGES[stage].starts_from
     if source is None:  # the cascade's encoder: the image model's, if there is one
         encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER) \
@@ -277,7 +276,7 @@ def build_model(args, stage, recipe: mav.Recipe):
 
 def init_model(args, stage):
     """--init FOLDER: the stage's checkpoint in FOLDER, to train on from its weights (steps count from 0)."""
-    build = (lambda config: evaluate.Judge(evaluate.JudgeConfig(**config))) if stage == "judge" else None
+    build = judge.build_judge if stage == "judge" else None
     try:
         model, meta = mav.load_checkpoint(args.init, stage, build=build)
     except mav.CheckpointError as e:
@@ -323,7 +322,7 @@ class StageLoss(torch.nn.Module):
         n, weighting = r.batch, dict(min_snr=r.min_snr)
         if stage == "judge":
             video, labels = self.data.sample(n, frames=1)
-            return evaluate.judge_loss(model, evaluate.augment(mav.area_downsample(video)[:, :, 0]), labels)
+            return judge.judge_loss(model, judge.augment(mav.area_downsample(video)[:, :, 0]), labels)
         if stage == "image":
             x, ids = self.frames(n)
             return mav.diffusion_loss(model, x, text(ids), **weighting)
@@ -409,9 +408,39 @@ def load_train_state(path, stage, preset, unlabeled):
 def resumed_model(stage, state):
     """The network of a saved training state, with its weights. -> (model, text encoder, origin)."""
     config = state["config"]
-    model = evaluate.Judge(evaluate.JudgeConfig(**config)) if stage == "judge" else mav.network(config)
+    model = judge.build_judge(config) if stage == "judge" else mav.network(config)
     model.load_state_dict(mav.renamed(state["model"]))
     return model, state["text_encoder"], state["origin"]
+
+
+# --- what a run shows as it goes: a grid of samples ---------------------------------------------
+
+PREVIEW_PROMPTS = ["2 and four", "one and 7", "3 and 3", "five and nine"]
+
+
+@torch.no_grad()
+def preview(model, cache, stage, guidance, path, device):
+    """train.py's grid of 4 samples of a stage's model at mav's default sampler and steps, so progress can be
+    seen as well as read. interp and sr work on real held-out clips, to show what they add."""
+    kw = dict(guidance=guidance, generator=torch.Generator().manual_seed(0))
+    n, frames = len(PREVIEW_PROMPTS), mav.FRAMES
+    if stage in ("image", "video"):
+        text, null = cache.embed(PREVIEW_PROMPTS).to(device), cache.embed([""] * n).to(device)
+        shape = (n, 1, mav.BASE, mav.BASE) if stage == "image" else (n, 1, frames, mav.BASE, mav.BASE)
+        stride = None if stage == "image" else torch.ones(n, device=device)
+        x = mav.sample(model, shape, text, null, stride=stride, **kw)
+        videos = x[:, :, None] if stage == "image" else x
+    else:
+        video, labels = mav.MovingMNIST("test", device).sample(n, frames=frames,
+                                                               generator=torch.Generator(device).manual_seed(0))
+        text = cache(mav.prompt_ids(labels)).to(device)
+        null = cache(torch.full((n,), mav.NULL_PROMPT, device=device)).to(device)
+        low = mav.to_model(mav.area_downsample(video))
+        grow = mav.interpolate if stage == "interp" else mav.super_resolve
+        videos = grow(model, low, text, null, **kw)
+    videos = mav.to_pixels(videos)[:, 0].float().cpu()
+    cli.write_video(path, cli.video_grid(videos), fps=mav.BASE_FPS * (mav.INTERP_FACTOR if stage == "interp" else 1),
+                    scale=2)
 
 
 class StopSignal:
@@ -612,7 +641,7 @@ class Trainer:
         if self.main_process and due and self.stage != "judge":
             ext = "gif" if self.recipe.frames > 1 else "png"
             path = os.path.join(self.args.out, "samples", f"{self.stage}-{step:06d}.{ext}")
-            sample.preview(self.ema, self.cache, self.stage, self.recipe.guidance, path, self.device)
+            preview(self.ema, self.cache, self.stage, self.recipe.guidance, path, self.device)
 
     def train(self, bar=None):
         """The loop, up to --steps, or until Ctrl-C / SIGTERM / the time limit (then save and stop).
@@ -660,7 +689,7 @@ class Trainer:
             if self.main_process:
                 print(f"parameters identical on all {self.world} ranks")
         if self.stage == "judge" and self.main_process:  # how well it reads held-out digits, kept in its JSON
-            accuracy = evaluate.judge_accuracy(self.ema, device=self.device)
+            accuracy = judge.judge_accuracy(self.ema, device=self.device)
             self.save(collective=False, **accuracy)
             print(f"judge on 200 held-out clips: pair accuracy {accuracy['frame_accuracy']:.4f} per frame, "
                   f"{accuracy['video_accuracy']:.4f} per video (majority of 16 frames)")

@@ -28,14 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import evaluate  # noqa: E402
 import mav  # noqa: E402
-import sample  # noqa: E402
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("rows", nargs="*", default=["6:3:1.0", "1:1:0.8"], help="interp_steps:sr_steps:start")
     p.add_argument("--n", type=int, default=32, help="seeded prompts (evaluate.py's, seed 0)")
-    p.add_argument("--checkpoints", default=sample.SHIPPED)
+    p.add_argument("--checkpoints", default=cli.SHIPPED)
     p.add_argument("--results", default="docs/cascade_steps.jsonl")
     p.add_argument("--base-cache", default="runs/cascade_steps/base.pt")
     return p.parse_args()

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+import cli  # noqa: E402
 import mav  # noqa: E402
 import sample  # noqa: E402
 
@@ -59,7 +60,7 @@ def loss_curves(folder, out):
     fig.savefig(out, dpi=80)
 
 
-def side_by_side(folder, out, other=sample.SHIPPED, extra=(), prompts=PROMPTS):
+def side_by_side(folder, out, other=cli.SHIPPED, extra=(), prompts=PROMPTS):
     rows = []
     for name, checkpoints in (("laptop", folder), ("gpu", other)):
         path = os.path.join("output", f"compare_{name}.gif")
@@ -75,7 +76,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description="The README's laptop pictures, from a finished chain.")
     p.add_argument("chain", nargs="?", default="runs/cpu")
     p.add_argument("--out", default=HERE, help="folder of the PNG and the GIF")
-    p.add_argument("--other", default=sample.SHIPPED, help="the checkpoints shown below the chain's")
+    p.add_argument("--other", default=cli.SHIPPED, help="the checkpoints shown below the chain's")
     p.add_argument("--steps", nargs="+", default=[], help="sample.py --steps for both")
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the 8 prompts")
     args = p.parse_args()

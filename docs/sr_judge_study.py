@@ -16,17 +16,17 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import evaluate  # noqa: E402
+import judge  # noqa: E402
 import mav  # noqa: E402
-import sample  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("runs", nargs="*", default=["ddim:10", "dpm++:3"], help="sampler:steps")
 p.add_argument("--n", type=int, default=48, help="held-out clips")
-p.add_argument("--checkpoints", default=sample.SHIPPED)
+p.add_argument("--checkpoints", default=cli.SHIPPED)
 args = p.parse_args()
 n = args.n
 model, meta = mav.load_checkpoint(args.checkpoints, "sr")
-judge = evaluate.load_judge(args.checkpoints)
+reader = evaluate.load_judge(args.checkpoints)
 cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
 g = torch.Generator().manual_seed(11)
 video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
@@ -36,7 +36,7 @@ KEYS = ("adherence", "consistency", "switch_rate")
 
 
 def scores(frames):  # n f 32 32 in [0, 1] -> the judge's figures
-    return {k: v for k, v in evaluate.score_videos(judge, frames, labels)[0].items() if k in KEYS}
+    return {k: v for k, v in judge.score_videos(reader, frames, labels)[0].items() if k in KEYS}
 
 
 def read(x64):  # n 1 f 64 64 in [-1, 1], read at 32² as the cascade's output is

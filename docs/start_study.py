@@ -17,14 +17,14 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import mav  # noqa: E402
-import sample  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("stage", choices=["interp", "sr"])
 p.add_argument("n", type=int, help="held-out clips")
 p.add_argument("runs", nargs="+", help="start_t:steps, e.g. 0.8:1")
-p.add_argument("--checkpoints", default=sample.SHIPPED)
+p.add_argument("--checkpoints", default=cli.SHIPPED)
 args = p.parse_args()
 model, meta = mav.load_checkpoint(args.checkpoints, args.stage)
 cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
