@@ -51,7 +51,8 @@ from safetensors.torch import load_file, save_file
 # =============================================================================
 # 1. Data: Moving MNIST with text prompts
 # =============================================================================
-# The seed trains on Moving MNIST: two MNIST digits bouncing inside a 64x64
+# swookey-thinky/video_diffusion, which this project starts from (Make-A-Video
+# on Moving MNIST), trains on two MNIST digits bouncing inside a 64x64
 # canvas, combined by a pixel-wise max. We make the videos ourselves, a batch
 # at a time, on the training device: nothing waits on disk or data workers,
 # and because the motion is a closed-form function of time we can render the
@@ -428,21 +429,37 @@ def diffusion_loss(model, x, text: Text, loss_mask=None, generator=None, min_snr
 #                                                                    (Kingma et al. 2021)
 # Every sampler's last step, to s = 0, returns x̂: the last λ step is too long to extrapolate.
 
-def ddim_step(z, x0, eps, at, st, as_, ss, lt, ls, memory: dict, generator=None):
-    return as_ * x0 + ss * eps
+@dataclass(frozen=True)
+class Noise:
+    """The schedule at one time t: λ_t, α_t, σ_t (what a sampler's step needs of t and of s)."""
+    logsnr: torch.Tensor
+    alpha: torch.Tensor
+    sigma: torch.Tensor
+
+    @staticmethod
+    def at(t: torch.Tensor) -> "Noise":
+        logsnr = logsnr_schedule(t)
+        return Noise(logsnr, *alpha_sigma(logsnr))
 
 
-def dpm_solver_step(z, x0, eps, at, st, as_, ss, lt, ls, memory: dict, generator=None):
-    h = (ls - lt) / 2
+def ddim_step(z, x0, t: Noise, s: Noise, memory: dict, generator=None):
+    eps = (z - t.alpha * x0) / t.sigma                                   # ε̂ = (z_t − α_t·x̂) / σ_t
+    return s.alpha * x0 + s.sigma * eps                                  # z_s = α_s·x̂ + σ_s·ε̂
+
+
+def dpm_solver_step(z, x0, t: Noise, s: Noise, memory: dict, generator=None):
+    h = (s.logsnr - t.logsnr) / 2                                        # h = (λ_s − λ_t) / 2
+    # D = x̂ + (x̂ − x̂_prev)·h / (2·h_prev); the first step has no x̂_prev: D = x̂ (DDIM)
     d = x0 if "x0" not in memory else x0 + (x0 - memory["x0"]) * h / (2 * memory["h"])
     memory.update(x0=x0, h=h)
-    return ss / st * z - as_ * torch.expm1(-h) * d
+    return s.sigma / t.sigma * z - s.alpha * torch.expm1(-h) * d  # z_s = (σ_s/σ_t)·z_t + α_s·(1 − e^(−h))·D
 
 
-def ancestral_step(z, x0, eps, at, st, as_, ss, lt, ls, memory: dict, generator=None):
-    c = -torch.expm1(lt - ls)
-    mean = as_ * ((1 - c) / at * z + c * x0)
-    return mean + (c * ss ** 2).sqrt() * torch.randn(z.shape, generator=generator).to(z.device)
+def ancestral_step(z, x0, t: Noise, s: Noise, memory: dict, generator=None):
+    c = -torch.expm1(t.logsnr - s.logsnr)                                # c = 1 − exp(λ_t − λ_s)
+    mean = s.alpha * ((1 - c) / t.alpha * z + c * x0)                    # α_s·((1−c)/α_t·z_t + c·x̂)
+    eps = torch.randn(z.shape, generator=generator).to(z.device)
+    return mean + (c * s.sigma ** 2).sqrt() * eps                        # z_s = mean + √(c·σ_s²)·ε
 
 
 SAMPLERS = {"dpm++": dpm_solver_step, "ddim": ddim_step, "ancestral": ancestral_step}
@@ -486,11 +503,10 @@ def sample(model, shape, text: Text, null: Text, steps: int = STEPS["base"], sam
         text, conditioning = Text.cat([text, null]), {k: torch.cat([v, v]) for k, v in conditioning.items()}
     ts, memory = torch.linspace(t_start, 0.0, steps + 1), {}
     for i in (progress or (lambda r: r))(range(steps)):
-        lt, ls = logsnr_schedule(ts[i]), logsnr_schedule(ts[i + 1])
-        (at, st), (as_, ss) = alpha_sigma(lt), alpha_sigma(ls)
-        v = guided_v(model, z, lt, text, guidance, conditioning)
-        x0 = v_to_x0(z, v, at, st).clamp(-1, 1)
-        z = x0 if i == steps - 1 else step(z, x0, (z - at * x0) / st, at, st, as_, ss, lt, ls, memory, generator)
+        t, s = Noise.at(ts[i]), Noise.at(ts[i + 1])
+        v = guided_v(model, z, t.logsnr, text, guidance, conditioning)   # v̂ (guided)
+        x0 = v_to_x0(z, v, t.alpha, t.sigma).clamp(-1, 1)                # x̂ = α_t·z_t − σ_t·v̂, clipped
+        z = x0 if i == steps - 1 else step(z, x0, t, s, memory, generator)  # the last step: x̂ itself
     return z
 
 
@@ -521,11 +537,12 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 class Pseudo3DConv(nn.Module):
     """k x k Conv2d on every frame, then a Conv1d of `temporal` taps over frames (Dirac-initialised;
-    0 taps: none, an image layer; 1: it sees only its own frame, as in the seed).
+    0 taps: none, an image layer; 1: it sees only its own frame, as swookey-thinky/video_diffusion's does).
 
     The temporal conv has two paths that compute the same numbers (test_mav.py checks values and gradients):
     the paper's, two rearranges around an nn.Conv1d, and a fused one that skips the two transposes
-    (faster on a CPU, BENCHMARKS.md). `fused` picks; like nanoGPT's flash attention, the fast one by default.
+    (faster on a CPU: it adds the k shifted taps of one matmul). `fused` picks; like nanoGPT's flash attention,
+    the fast one by default.
     """
     fused = True
 
@@ -705,7 +722,7 @@ class UNetConfig:
     noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
     residual: bool = False            # interp, SR: make the difference to a guess (§7, §8); False there: §10
     # What a video model's temporal layers are; each can be switched off to see what it buys
-    # (docs/ABLATIONS.md): the frames each temporal conv sees (1: its own only, as in the seed; 0: no
+    # (docs/ABLATIONS.md): the frames each temporal conv sees (1: its own only, as swookey-thinky/video_diffusion; 0: no
     # temporal conv), the temporal attention, the frame-stride embedding.
     temporal_kernel: int = 3
     temporal_attention: bool = True
@@ -835,7 +852,9 @@ class UNet(Model):
         if cond is not None:
             x = torch.cat([x, cond], dim=1)
         frames = x.shape[2] if x.ndim == 5 else None
-        emb = self.logsnr_embed(sinusoidal(logsnr * 25, self.cfg.channels[0]))  # λ ∈ [-20, 20] -> ±500
+        # sinusoidal() is made for positions 0..10⁴: λ ∈ [-20, 20] and the SR noise level are scaled by 25 (to
+        # ±500), the frame stride (1 for base clips, 0.2 at 5x the rate) by 100: neighbouring values, distinct codes
+        emb = self.logsnr_embed(sinusoidal(logsnr * 25, self.cfg.channels[0]))
         emb = emb + self.text_embed(text.pooled)
         if self.aug_embed is not None:
             emb = emb + self.aug_embed(sinusoidal(aug * 25, self.cfg.channels[0]))
@@ -932,8 +951,7 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # (temporal_fill, a good guess already), and the network makes the
 # *difference* to it, as the SR network does to bicubic (§8). A network that
 # makes whole frames first has to learn to copy what it is shown through
-# every layer, which a short run never finishes (docs/TRAINING.md, "What each
-# lever bought"). Its sampler starts at t = UNet.start_t (0.95) from the
+# every layer, which a short run never finishes. Its sampler starts at t = UNet.start_t (0.95) from the
 # difference's mean, zero, noised: there z is noise all but a few percent of
 # its variance, and the network's x̂ at pure noise, which it met rarely in
 # training, never sets the course of a few-step sampler.
@@ -1251,8 +1269,8 @@ RECIPE_RANGES = {
 RECIPES = {
     # image and video at guidance 7: at 3, a laptop's video model names the pair as often but lets its
     # digits switch more. Interp and SR weight their loss plainly: their few-step samplers start from the
-    # x̂ at (nearly) pure noise, where Min-SNR's weight is ~0. The steps are those the two-hour chain that
-    # made checkpoints/cpu took (it split minutes then), rounded.
+    # x̂ at (nearly) pure noise, where Min-SNR's weight is ~0. The steps make the laptop chain (train.py
+    # --stage all): about two hours on a 2-core CPU (docs/TRAINING.md).
     "image": Recipe(batch=32, frames=1, lr=1e-3, warmup=100, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
                     guidance=7.0, steps=17400),
     "video": Recipe(batch=4, frames=16, lr=5e-4, warmup=50, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
@@ -1480,8 +1498,8 @@ class Cascade:
             fps *= INTERP_FACTOR
             done("interp")
         if "sr" in self.stages:
+            kind = "framewise" if framewise_sr else "spacetime"
             x = super_resolve(self.models["sr"], x, text, null, framewise=framewise_sr, steps=sr_steps,
-                              progress=bar(f"sr {BASE}²->{SR_SCALE * BASE}² ({'framewise' if framewise_sr else 'spacetime'})"),
-                              **common)
+                              progress=bar(f"sr {BASE}²->{SR_SCALE * BASE}² ({kind})"), **common)
             done("sr")
         return x.float(), fps

@@ -297,12 +297,15 @@ def test_fp16_training_scales_its_loss_and_resumes_bit_exactly(cache_dir, tmp_pa
 
 
 def test_cpu_bf16_detection(monkeypatch):
-    helpers = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    for avx512_bf16, amx in ((False, False), (True, False), (False, True)):
-        for name, value in zip(helpers, (avx512_bf16, amx)):
-            monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
-        expected = (avx512_bf16 or amx) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        assert cli.cpu_has_native_bf16() == expected
+    """bf16 is native where the CPU has AVX512-BF16 or AMX and oneDNN may use them (ONEDNN_MAX_CPU_ISA=AVX2 says
+    it may not): each combination, mocked, against the answer it must give."""
+    table = {(False, False, True): False, (True, False, True): True, (False, True, True): True,
+             (True, True, True): True, (True, True, False): False}   # avx512_bf16, amx, oneDNN allowed -> native
+    for (avx512_bf16, amx, allowed), native in table.items():
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda v=allowed: v)
+        assert cli.cpu_has_native_bf16() == native, (avx512_bf16, amx, allowed)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the private helper: fp32
     assert cli.cpu_has_native_bf16() is False
 
@@ -1521,11 +1524,16 @@ def test_sample_refuses_bad_requests_before_any_work(capsys, junk, argv, needle)
     assert not os.path.exists("vid.png") and not os.path.exists("noext")
 
 
-def test_long_prompt_names_a_file_that_can_be_written():
-    assert sample.slug("1 and 2 " * 100) == ("1_and_2_" * 100)[:60]
+def test_long_prompt_names_a_file_that_can_be_written(tmp_path):
+    """An 800-character prompt names its output file (sample.py's default --out) within a file system's 255."""
+    name = sample.slug("1 and 2 " * 100) + ".gif"
+    (tmp_path / name).write_bytes(b"GIF")
+    assert (tmp_path / name).exists() and name.startswith("1_and_2_")
 
 
-def test_prompts_in_other_scripts_digits_warn():
+def test_digits_of_other_scripts_are_not_the_prompts_digits():
+    """Only the ASCII numerals and English words name digits: a full-width ２ or an Arabic-Indic ٢ is free text
+    (which sample.py samples with a warning: test_free_text_warns_but_samples)."""
     assert mav.parse_prompt("２ and ٢") is None and mav.parse_prompt("2 and two") == (2, 2)
 
 
@@ -1573,11 +1581,15 @@ def test_a_broken_text_cache_is_rebuilt_in_training_and_only_read_around_in_samp
 
 def test_the_chain_and_a_single_stage_train_the_recipes_steps():
     from types import SimpleNamespace
-    assert train.CHAIN == ["image", "video", "interp", "sr"]  # the cascade's order
-    assert train.chain_steps(SimpleNamespace(steps=None)) == {stage: mav.RECIPES[stage].steps for stage in train.CHAIN}
+    for i, stage in enumerate(train.CHAIN):  # each stage after the one it starts from
+        source = mav.STAGES[stage].starts_from
+        assert source is None or train.CHAIN.index(source) < i, stage
+    assert set(train.CHAIN) == set(mav.STAGES)
+    chain = train.chain_steps(SimpleNamespace(steps=None))
+    assert chain == {stage: mav.RECIPES[stage].steps for stage in train.CHAIN}
     assert set(train.chain_steps(SimpleNamespace(steps=3)).values()) == {3}
     args = train.parse_args(["--stage", "video", "--out", "nowhere"])
-    assert args.recipe == mav.RECIPES["video"] and args.recipe.steps == 2000  # one recipe: the chain's
+    assert args.recipe == mav.RECIPES["video"] and args.recipe.steps == chain["video"]  # one recipe: the chain's
     assert train.parse_args(["--stage", "video", "--out", "nowhere", "--steps", "7"]).recipe.steps == 7
 
 
@@ -1892,6 +1904,9 @@ def test_every_video_written_reads_back_with_every_frame(tmp_path, kind):
     assert np.array_equal(as_gray(iio.imread(tmp_path / "v.gif", index=None)), frames)
     assert torch.allclose(cli.read_frames(str(tmp_path / "v.gif")), torch.from_numpy(frames / 255).float(), atol=1e-5)
     cli.write_video(str(tmp_path / "v.mp4"), frames, fps=8)
-    back = as_gray(iio.imread(tmp_path / "v.mp4", index=None))
-    assert back.shape == frames.shape  # H.264 is lossy: the frames are all there, near their values where smooth
-    assert kind == "random" or kind.startswith("still") or np.abs(back.astype(int) - frames).max() <= 2
+    back = as_gray(iio.imread(tmp_path / "v.mp4", index=None)).astype(int)
+    assert back.shape == frames.shape  # H.264 is lossy: the frames are all there, near their values
+    error = np.abs(back - frames)
+    assert error.mean() <= 4  # random frames too (against another random clip: ~85)
+    smooth = [i for i in range(len(frames)) if frames[i].min() == frames[i].max()]  # flat frames: nearly exact
+    assert (kind == "random") == (not smooth) and all(error[i].max() <= 2 for i in smooth)
