@@ -1815,7 +1815,9 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     identity = ["--source", c, "--preset", "tiny", "--out", str(tmp_path / "identity"), "--steps", "1",
                 "--results", str(tmp_path / "identity.jsonl"), "--num-samples", "2", "--eval-steps", "1"]
     runs += [["identity_study.py", *identity, "--rows", "shipped", "cross_frame_sampling", "first_frame"],
-             ["identity_study.py", *identity, "--table"]]
+             ["identity_study.py", *identity, "--table"],
+             ["identity_gpu.py", "--preset", "tiny", "--source", c, "--out", str(tmp_path / "gpu"), "--steps", "1",
+              "--batch", "2", "--num-samples", "2", "--eval-steps", "1"]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
