@@ -111,6 +111,13 @@ def augment(frames: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
+def training_loss(judge: Judge, data: mav.MovingMNIST, recipe: mav.Recipe, text=None, unlabeled=False):
+    """train.py's loss of the judge stage, with the cascade's stages' signature (mav.STAGE_LOSSES): a fresh
+    batch of real single frames, augmented; it reads no text."""
+    video, labels = data.sample(recipe.batch, frames=1)
+    return judge_loss(judge, augment(mav.area_downsample(video)[:, :, 0]), labels)
+
+
 def judge_loss(judge: Judge, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the digit counts, for frames (n 1 32 32) in [0, 1] and labels (n 2)."""
     logits = judge(frames)

@@ -1287,6 +1287,64 @@ def stage_config(stage: str, preset: str, source: UNetConfig | None = None, chan
     return replace(source or UNetConfig(**PRESETS[preset]), **STAGES[stage].unet, **(changes or {}))
 
 
+# --- Each stage's loss on a fresh batch: what one training step minimises ----------------------------
+# The batch is made on the device from the recipe (MovingMNIST renders it), its
+# prompts dropped to the empty prompt with probability P_UNCOND (what
+# classifier-free guidance needs), and the loss is §3's v-MSE, weighted by
+# Min-SNR-γ where the recipe says so. The video stage adds single frames
+# through the same network (joint image-video training: the temporal layers
+# are skipped on images, so the text control learned on frames is kept).
+
+def training_prompts(labels: torch.Tensor, unlabeled: bool = False) -> torch.Tensor:
+    """A batch's labels (b 2) -> prompt ids, each the empty prompt with probability P_UNCOND (all of them
+    when `unlabeled`: no text ever accompanies a clip)."""
+    ids = prompt_ids(labels)
+    if unlabeled:
+        return torch.full_like(ids, NULL_PROMPT)
+    drop = torch.rand(len(ids), device=ids.device) < P_UNCOND
+    return torch.where(drop, torch.full_like(ids, NULL_PROMPT), ids)
+
+
+def training_frames(data: MovingMNIST, n: int, unlabeled: bool = False):
+    """n single 32² frames (b 1 32 32) in [-1, 1] and their prompt ids."""
+    video, labels = data.sample(n, frames=1)
+    return to_model(area_downsample(video))[:, :, 0], training_prompts(labels, unlabeled)
+
+
+def image_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+    x, ids = training_frames(data, r.batch, unlabeled)
+    return diffusion_loss(model, x, text(ids), min_snr=r.min_snr)
+
+
+def video_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+    video, labels = data.sample(r.batch, frames=r.frames, stride=1.0)
+    x, stride = to_model(area_downsample(video)), torch.ones(r.batch, device=data.device)
+    loss = diffusion_loss(model, x, text(training_prompts(labels, unlabeled)), stride=stride, min_snr=r.min_snr)
+    if r.joint_images:  # images through the same net, temporal layers skipped
+        xi, idi = training_frames(data, r.joint_images, unlabeled)
+        loss = loss + diffusion_loss(model, xi, text(idi), min_snr=r.min_snr)
+    return loss
+
+
+def interp_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+    """Clips with known frames (one of three tasks, §7), at their frame stride; the loss on the frames to make."""
+    mask, stride = training_masks(r.batch, r.frames, data.device)
+    video, labels = data.sample(r.batch, frames=r.frames, stride=stride)
+    x, cond, loss_mask = interp_example(model, to_model(area_downsample(video)), mask)
+    return diffusion_loss(model, x, text(training_prompts(labels, unlabeled)), loss_mask=loss_mask, stride=stride,
+                          cond=cond, min_snr=r.min_snr)
+
+
+def sr_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+    """64² clips, given their 32² versions (§8)."""
+    video, labels = data.sample(r.batch, frames=r.frames, stride=1.0)
+    x, cond, aug = sr_example(model, video)
+    return diffusion_loss(model, x, text(training_prompts(labels, unlabeled)), cond=cond, aug=aug, min_snr=r.min_snr)
+
+
+STAGE_LOSSES = {"image": image_loss, "video": video_loss, "interp": interp_loss, "sr": sr_loss}
+
+
 # =============================================================================
 # 10. Checkpoints: safetensors + JSON, and the old formats
 # =============================================================================

@@ -295,53 +295,22 @@ def init_model(args, stage):
                                                      + meta.get("init_step", 0)}
 
 
+# every trainable network's loss on a fresh batch: the cascade's stages (mav.STAGE_LOSSES) and the judge
+LOSSES = {**mav.STAGE_LOSSES, "judge": judge.training_loss}
+
+
 class StageLoss(torch.nn.Module):
-    """The stage's loss on a fresh batch, made on the device by its recipe (x in [-1, 1], prompt ids with CFG
-    dropout), as one module call: what DistributedDataParallel wraps (the video stage's clip and joint-image
-    losses are two forward passes of one step)."""
+    """The stage's loss on a fresh batch made on the device by its recipe, as one module call: what
+    DistributedDataParallel wraps (the video stage's clip and joint-image losses are two forward passes of
+    one step)."""
 
     def __init__(self, model, stage: str, recipe: mav.Recipe, cache, device, unlabeled: bool = False):
         super().__init__()
-        self.model, self.stage, self.recipe, self.cache, self.unlabeled = model, stage, recipe, cache, unlabeled
+        self.model, self.loss, self.recipe, self.cache, self.unlabeled = model, LOSSES[stage], recipe, cache, unlabeled
         self.data = mav.MovingMNIST("train", device)
-        self.stride = torch.ones(recipe.batch, device=device)
-
-    def prompts(self, labels):
-        ids = mav.prompt_ids(labels)
-        if self.unlabeled:  # no text ever accompanies a clip
-            return torch.full_like(ids, mav.NULL_PROMPT)
-        drop = torch.rand(len(ids), device=ids.device) < mav.P_UNCOND
-        return torch.where(drop, torch.full_like(ids, mav.NULL_PROMPT), ids)
-
-    def frames(self, n):  # single frames: (b 1 32 32)
-        video, labels = self.data.sample(n, frames=1)
-        return mav.to_model(mav.area_downsample(video))[:, :, 0], self.prompts(labels)
 
     def forward(self):
-        model, stage, r, text = self.model, self.stage, self.recipe, self.cache
-        n, weighting = r.batch, dict(min_snr=r.min_snr)
-        if stage == "judge":
-            video, labels = self.data.sample(n, frames=1)
-            return judge.judge_loss(model, judge.augment(mav.area_downsample(video)[:, :, 0]), labels)
-        if stage == "image":
-            x, ids = self.frames(n)
-            return mav.diffusion_loss(model, x, text(ids), **weighting)
-        if stage == "interp":  # clips with known frames (one of three tasks), at their frame stride
-            mask, stride = mav.training_masks(n, r.frames, self.data.device)
-            video, labels = self.data.sample(n, frames=r.frames, stride=stride)
-            x, cond, loss_mask = mav.interp_example(model, mav.to_model(mav.area_downsample(video)), mask)
-            return mav.diffusion_loss(model, x, text(self.prompts(labels)), loss_mask=loss_mask, stride=stride,
-                                      cond=cond, **weighting)
-        video, labels = self.data.sample(n, frames=r.frames, stride=1.0)
-        if stage == "sr":  # 64² clips, given their 32² versions
-            x, cond, aug = mav.sr_example(model, video)
-            return mav.diffusion_loss(model, x, text(self.prompts(labels)), cond=cond, aug=aug, **weighting)
-        x = mav.to_model(mav.area_downsample(video))
-        loss = mav.diffusion_loss(model, x, text(self.prompts(labels)), stride=self.stride, **weighting)
-        if r.joint_images:  # images through the same net, temporal layers skipped
-            xi, idi = self.frames(r.joint_images)
-            loss = loss + mav.diffusion_loss(model, xi, text(idi), **weighting)
-        return loss
+        return self.loss(self.model, self.data, self.recipe, self.cache, self.unlabeled)
 
 
 def optimizer_step(step_loss, model, optimizer, autocast, scaler):
