@@ -1463,7 +1463,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     runs += [["identity_study.py", *identity, "--rows", "shipped", "cross_frame_sampling", "first_frame"],
              ["identity_study.py", *identity, "--table"],
              ["identity_gpu.py", "--preset", "tiny", "--source", c, "--out", str(tmp_path / "gpu"), "--steps", "1",
-              "--batch", "2", "--num-samples", "2", "--eval-steps", "1"]]
+              "--batch", "2", "--num-samples", "2", "--eval-steps", "1"],
+             ["crossing_frames.py", "--videos", c, c, "--cascade", c, "--out", str(tmp_path / "crossing.png")]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
@@ -1477,6 +1478,7 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     assert [(r["row"], r["run_steps"], r["step"]) for r in scored] == [("full", 1, 0), ("full", 1, 1),
                                                                        ("full", 2, 0), ("full", 2, 2)]
     assert (tmp_path / "ablations.png").exists() and len(iio.imread(tmp_path / "ablations.gif")) == mav.FRAMES
+    assert iio.imread(tmp_path / "crossing.png").shape[:2] == (2 * 66, 16 * 66)  # 2 rows of 76 // 5 + 1 frames
     identity = [json.loads(line) for line in (tmp_path / "identity.jsonl").read_text().splitlines()]
     assert [(r["row"], r["run_steps"]) for r in identity] == [("shipped", 0), ("cross_frame_sampling", 0),
                                                                ("first_frame", 1)]
