@@ -1410,12 +1410,13 @@ def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
 
 
 def checkpoint_meta(folder: str, stage: str) -> dict:
-    """The JSON beside a checkpoint, or {} if there is none."""
+    """The JSON beside a checkpoint, or {} if there is none (or it is not a JSON object: load_checkpoint says so)."""
     try:
         with open(os.path.join(folder, stage + ".json")) as fh:
-            return json.load(fh)
+            meta = json.load(fh)
     except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_checkpoint(folder: str, stage: str, device="cpu", build=None):

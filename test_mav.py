@@ -139,6 +139,8 @@ def broken_checkpoints(trained, tmp_path):
         elif kind == "other-stage":
             shutil.copy(folder / "image.safetensors", folder / "video.safetensors")
             shutil.copy(folder / "image.json", folder / "video.json")
+        elif kind == "json-list":
+            (folder / "video.json").write_text("[1, 2]")
         return str(folder)
     return make
 
@@ -1536,6 +1538,7 @@ def test_sample_bad_arguments(capsys, argv, needle):
     ("corrupt", [], "cannot read the video checkpoint"),
     ("other-stage", [], "is a 'image' checkpoint"),
     ("bad-guidance", [], "video.json records guidance 'strong': not a number in 0 .. 100"),
+    ("json-list", [], "video.json is not a checkpoint's JSON"),
 ])
 def test_sample_refuses_wrong_checkpoints(capsys, broken_checkpoints, kind, extra, needle):
     expect_one_line_error(capsys, sample.main, ["--checkpoints", broken_checkpoints(kind), *extra], needle)
