@@ -1462,7 +1462,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     longer = [*ablations, "--steps", "2", "--out", str(tmp_path / "abl2")]  # the same row, a 2-step run beside
     identity = ["--source", c, "--preset", "tiny", "--out", str(tmp_path / "identity"), "--steps", "1",
                 "--results", str(tmp_path / "identity.jsonl"), "--num-samples", "2", "--eval-steps", "1"]
-    runs += [["identity_study.py", *identity, "--rows", "shipped", "cross_frame_sampling", "first_frame"],
+    runs += [["identity_study.py", *identity, "--rows", "shipped", "cross_frame_sampling", "first_frame",
+              "first_frame/new"],
              ["identity_study.py", *identity, "--table"],
              ["identity_gpu.py", "--preset", "tiny", "--source", c, "--out", str(tmp_path / "gpu"), "--steps", "1",
               "--batch", "2", "--num-samples", "2", "--eval-steps", "1"],
@@ -1483,7 +1484,12 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     assert iio.imread(tmp_path / "crossing.png").shape[:2] == (2 * 66, 16 * 66)  # 2 rows of 76 // 5 + 1 frames
     identity = [json.loads(line) for line in (tmp_path / "identity.jsonl").read_text().splitlines()]
     assert [(r["row"], r["run_steps"]) for r in identity] == [("shipped", 0), ("cross_frame_sampling", 0),
-                                                               ("first_frame", 1)]
+                                                               ("first_frame", 1), ("first_frame/new", 1)]
+    frozen, _ = mav.load_checkpoint(str(tmp_path / "identity" / "first_frame-new-s0"), "video")
+    shipped, _ = mav.load_checkpoint(c, "video")
+    for name, weight in shipped.state_dict().items():  # only the lever learned
+        assert torch.equal(frozen.state_dict()[name], weight), name
+    assert any(frozen.state_dict()[n].abs().sum() > 0 for n in frozen.state_dict() if "first_frame_attn.to_out" in n)
     assert all(abs(r["switch_rate"] - r["momentary_switch_rate"] - r["lasting_switch_rate"]) < 1e-3 for r in identity)
 
 

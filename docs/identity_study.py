@@ -36,13 +36,16 @@ import mav  # noqa: E402
 import train  # noqa: E402
 from ablations import machine, text_cache_files  # noqa: E402
 
-# name -> (fine-tuned?, its --model changes, how it samples); "shipped" is every row's step 0
+# name -> (fine-tuned?, its --model changes, how it samples); "shipped" is every row's step 0. A "/new" row
+# trains only the parts its --model adds: the shipped weights stay as they are.
 ROWS = {
     "shipped": (False, [], None),
     "cross_frame_sampling": (False, [], "cross_frame"),  # Text2Video-Zero: no training
     "control": (True, [], None),                         # what continuing on a CPU alone does
     "first_frame": (True, ["first_frame_attention=1"], None),
     "spacetime": (True, ["spacetime_attention=1"], None),
+    "first_frame/new": (True, ["first_frame_attention=1"], None),
+    "spacetime/new": (True, ["spacetime_attention=1"], None),
 }
 KEEP = ("adherence", "consistency", "switch_rate", "momentary_switch_rate", "lasting_switch_rate", "motion",
         "motion_lag_ratio", "fd")
@@ -72,7 +75,7 @@ def read_results(path) -> list[dict]:
 def train_row(args, row, seed) -> str:
     """The row's checkpoint folder: the shipped model's copy, or a fine-tuned run (resumed if stopped)."""
     tuned, model, _ = ROWS[row]
-    folder = os.path.join(args.out, f"{row}-s{seed}" if tuned else "shipped")
+    folder = os.path.join(args.out, f"{row.replace('/', '-')}-s{seed}" if tuned else "shipped")
     if os.path.exists(os.path.join(folder, "video.json")):
         return folder
     if not tuned:
@@ -80,10 +83,29 @@ def train_row(args, row, seed) -> str:
         for name in ["video.safetensors", "video.json"] + text_cache_files(args.source):
             shutil.copy(os.path.join(args.source, name), folder)
         return folder
+    if row.endswith("/new"):
+        return train_new_parts_only(args, folder, model, seed)
     resume = os.path.exists(os.path.join(folder, "video-train.pt"))
     train.main(["--stage", "video", "--preset", args.preset, "--out", folder, "--steps", str(args.steps),
                 "--sample-every", "0", "--save-every", "100", "--seed", str(seed), "--recipe", f"lr={args.lr:g}",
                 *(["--resume"] if resume else ["--init", args.source] + (["--model", *model] if model else []))])
+    return folder
+
+
+def train_new_parts_only(args, folder, model, seed) -> str:
+    """The run of train_row with every weight the source model had frozen: only the lever's own learn (with
+    AdamW as configure_optimizers sets it). Not resumable: a row stopped midway starts again."""
+    targs = train.parse_args(["--stage", "video", "--preset", args.preset, "--out", folder, "--steps",
+                              str(args.steps), "--sample-every", "0", "--save-every", str(args.steps), "--seed",
+                              str(seed), "--recipe", f"lr={args.lr:g}", "--init", args.source, "--overwrite",
+                              "--model", *model])
+    trainer = train.Trainer(targs, "video", targs.recipe)
+    source = set(mav.load_checkpoint(args.source, "video")[0].state_dict())
+    for name, p in trainer.model.named_parameters():
+        p.requires_grad_(name not in source)
+    trainer.optimizer = trainer.model.configure_optimizers(targs.recipe.lr, device_type=trainer.device.type)
+    trainer.train()
+    trainer.finish()
     return folder
 
 
