@@ -623,74 +623,26 @@ class Pseudo3DAttention(nn.Module):
 
     The temporal attention sees each pixel's sequence of frames, with a
     sinusoidal frame-position encoding added to its input; its output
-    projection is zero-initialised, so it starts as the identity. The two
-    identity levers (§4b) are further zero-initialised attentions after it.
+    projection is zero-initialised, so it starts as the identity.
     """
 
-    def __init__(self, dim: int, text_dim: int, head_dim: int, temporal: bool = False,
-                 first_frame: bool = False, spacetime: bool = False):
+    def __init__(self, dim: int, text_dim: int, head_dim: int, temporal: bool = False):
         super().__init__()
         self.self_attn = Attention(dim, head_dim)
         self.cross_attn = Attention(dim, head_dim, context_dim=text_dim)
         self.temporal_attn = Attention(dim, head_dim, zero_out=True) if temporal else None
-        self.first_frame_attn = Attention(dim, head_dim, zero_out=True) if first_frame else None
-        self.spacetime_attn = Attention(dim, head_dim, zero_out=True) if spacetime else None
 
     def forward(self, x, text, text_mask, frames: int | None = None):  # x: (b f) c h w, text: (b f) l d
         h, w = x.shape[-2:]
         x = rearrange(x, 'n c h w -> n (h w) c')
         x = x + self.self_attn(x)
         x = x + self.cross_attn(x, context=text, mask=text_mask)
-        if frames is not None:
-            if self.temporal_attn is not None:
-                x = rearrange(x, '(b f) (h w) c -> (b h w) f c', f=frames, h=h)
-                pos = sinusoidal(torch.arange(frames, device=x.device), x.shape[-1]).to(x.dtype)  # f c
-                x = x + self.temporal_attn(x, pos=pos)
-                x = rearrange(x, '(b h w) f c -> (b f) (h w) c', h=h, w=w)
-            if self.first_frame_attn is not None:
-                x = x + first_frame_attention(self.first_frame_attn, x, frames)
-            if self.spacetime_attn is not None:
-                x = x + spacetime_attention(self.spacetime_attn, x, frames, h, w)
+        if self.temporal_attn is not None and frames is not None:
+            x = rearrange(x, '(b f) (h w) c -> (b h w) f c', f=frames, h=h)
+            pos = sinusoidal(torch.arange(frames, device=x.device), x.shape[-1]).to(x.dtype)  # f c
+            x = x + self.temporal_attn(x, pos=pos)
+            x = rearrange(x, '(b h w) f c -> (b f) (h w) c', h=h, w=w)
         return rearrange(x, 'n (h w) c -> n c h w', h=h)
-
-
-# =============================================================================
-# 4b. Beyond the paper: attention that can follow a digit
-# =============================================================================
-# Both of the paper's temporal layers look at one pixel across frames: the 1D
-# conv at its 3 neighbours in time, the temporal attention at its own column
-# of 16 frames. A 32² digit moves about a pixel a frame, so after a few frames
-# the pixel a layer watches holds another part of the digit, or the other
-# digit: where two digits cross they share pixels, and nothing per-pixel says
-# which went where. The image model drawn frame by frame keeps each frame's
-# digits apart; the video model loses them at crossings (docs/ABLATIONS.md,
-# "Beyond the paper"). Two zero-initialised attentions that look further:
-#   first-frame attention  every frame's tokens read frame 0's tokens (Text2Video-Zero's
-#                          cross-frame attention, here a new trained layer): "what did
-#                          each digit look like before they met?"
-#   space-time attention   at the lowest level (8² at 32²), every token reads every
-#                          token of every frame, (f h w) of them: a digit can be
-#                          found wherever it has moved.
-# Each adds exactly 0 until it learns (zero output projection), so a trained
-# video model is its own step 0, as inflation is.
-
-def first_frame_attention(attn: Attention, x, frames: int):
-    """x: (b f) l c -> what each frame's tokens read from frame 0's (b f) l c."""
-    first = rearrange(attn.norm(x), '(b f) l c -> b f l c', f=frames)[:, 0]
-    return attn(x, context=repeat(first, 'b l c -> (b f) l c', f=frames))
-
-
-def spacetime_attention(attn: Attention, x, frames: int, h: int, w: int):
-    """x: (b f) (h w) c -> every token's read of all f·h·w tokens of its clip, with their positions
-    (frame, row, column: a sinusoidal code each, on a third of the channels) added to its input."""
-    c = x.shape[-1]
-    part = 2 * (c // 6)  # sinusoidal() gives an even width
-    code = lambda n: sinusoidal(torch.arange(n, device=x.device), part)  # n part
-    pos = torch.cat([repeat(code(frames), 'f d -> f h w d', h=h, w=w), repeat(code(h), 'h d -> f h w d', f=frames, w=w),
-                     repeat(code(w), 'w d -> f h w d', f=frames, h=h)], dim=-1)
-    pos = F.pad(rearrange(pos, 'f h w d -> (f h w) d'), (0, c - 3 * part)).to(x.dtype)
-    x = rearrange(x, '(b f) l c -> b (f l) c', f=frames)
-    return rearrange(attn(x, pos=pos), 'b (f l) c -> (b f) l c', f=frames)
 
 
 # =============================================================================
@@ -727,9 +679,6 @@ class UNetConfig:
     temporal_kernel: int = 3
     temporal_attention: bool = True
     stride_embedding: bool = True
-    # Beyond the paper (§4b): layers that can follow a digit through a crossing, zero-initialised
-    first_frame_attention: bool = False  # every attention level: each frame also reads frame 0
-    spacetime_attention: bool = False    # the lowest level: every token reads all frames' tokens
 
     def __post_init__(self):
         self.channels, self.attn_levels = tuple(self.channels), tuple(self.attn_levels)
@@ -785,12 +734,11 @@ class ResBlock(nn.Module):
 class Block(nn.Module):
     """A ResBlock, then (at the attention levels) a Pseudo3DAttention."""
 
-    def __init__(self, dim_in, dim_out, emb_dim, cfg: UNetConfig, attn: bool, lowest: bool = False):
+    def __init__(self, dim_in, dim_out, emb_dim, cfg: UNetConfig, attn: bool):
         super().__init__()
         self.res = ResBlock(dim_in, dim_out, emb_dim, cfg.conv_taps())
-        self.attn = Pseudo3DAttention(dim_out, cfg.text_dim, cfg.head_dim, cfg.temporal and cfg.temporal_attention,
-                                      first_frame=cfg.temporal and cfg.first_frame_attention,
-                                      spacetime=cfg.temporal and cfg.spacetime_attention and lowest) if attn else None
+        self.attn = Pseudo3DAttention(dim_out, cfg.text_dim, cfg.head_dim,
+                                      cfg.temporal and cfg.temporal_attention) if attn else None
 
     def forward(self, x, emb, text: Text, frames=None):
         x = self.res(x, emb, frames)
@@ -825,18 +773,16 @@ class UNet(Model):
         for level, c in enumerate(ch):
             blocks = nn.ModuleList()
             for _ in range(cfg.res_blocks):
-                blocks.append(Block(width, c, emb, cfg, attn=level in cfg.attn_levels, lowest=level == len(ch) - 1))
+                blocks.append(Block(width, c, emb, cfg, attn=level in cfg.attn_levels))
                 width = c
                 skips.append(c)
             down = nn.Conv2d(c, c, 3, stride=2, padding=1) if level < len(ch) - 1 else nn.Identity()
             self.down.append(nn.ModuleDict(dict(blocks=blocks, sample=down)))
-        self.mid = nn.ModuleList([Block(width, width, emb, cfg, attn=True, lowest=True),
-                                  Block(width, width, emb, cfg, attn=False)])
+        self.mid = nn.ModuleList([Block(width, width, emb, cfg, attn=True), Block(width, width, emb, cfg, attn=False)])
         for level, c in reversed(list(enumerate(ch))):
             blocks = nn.ModuleList()
             for _ in range(cfg.res_blocks):
-                blocks.append(Block(width + skips.pop(), c, emb, cfg, attn=level in cfg.attn_levels,
-                                    lowest=level == len(ch) - 1))
+                blocks.append(Block(width + skips.pop(), c, emb, cfg, attn=level in cfg.attn_levels))
                 width = c
             up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)) \
                 if level > 0 else nn.Identity()

@@ -255,9 +255,6 @@ def ctrl_c_at_loss_call(monkeypatch, n: int):
 SWITCHED_OFF = {"temporal_kernel": 0, "temporal_attention": False, "stride_embedding": False}
 
 
-LEVERS = {"first_frame_attention": "first_frame_attn", "spacetime_attention": "spacetime_attn"}
-
-
 EVAL_KEYS = {"adherence", "frame_accuracy", "consistency", "switch_rate", "motion", "motion_lag_ratio", "fd", "n"}
 
 
@@ -575,47 +572,6 @@ def test_without_temporal_conv_and_attention_the_video_model_sees_frames_apart()
         assert delta[:, :, 2].max() > 1e-3 and (others > 1e-4) == mixes
 
 
-@pytest.mark.parametrize("lever", list(LEVERS))
-def test_an_identity_lever_added_to_a_trained_video_model_starts_as_that_model(cache, lever):
-    """§4b: a lever added to a trained video model (every weight random, its temporal ones too) adds exactly
-    its attentions and changes nothing until they learn; once they have, the output changes."""
-    trained = mav.UNet(mav.replace(TINY, temporal=True)).eval()
-    with torch.no_grad():
-        for p in trained.parameters():
-            p.normal_(0, 0.1)
-    cfg = mav.replace(TINY, temporal=True, **{lever: True})
-    levered = mav.inflate(trained.state_dict(), cfg).eval()
-    new = set(levered.state_dict()) - set(trained.state_dict())
-    assert new and all(LEVERS[lever] in name for name in new) and new <= mav.temporal_names(cfg)
-    video, logsnr, text = torch.randn(2, 1, 5, 32, 32), torch.tensor([-3.0, 7.0]), cache(torch.tensor([12, 301]))
-    with torch.no_grad():
-        before = trained(video, logsnr, text, stride=torch.ones(2))
-        assert torch.equal(levered(video, logsnr, text, stride=torch.ones(2)), before)
-        for name, p in levered.named_parameters():
-            if name in new:
-                p.normal_(0, 0.1)
-        assert (levered(video, logsnr, text, stride=torch.ones(2)) - before).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("lever,reaches", [("first_frame_attention", {0: [0, 1, 2, 3, 4, 5], 2: [2]}),
-                                          ("spacetime_attention", {0: [0, 1, 2, 3, 4, 5], 2: [0, 1, 2, 3, 4, 5]})])
-def test_each_lever_reads_the_frames_it_names(lever, reaches):
-    """With the paper's temporal layers off, first-frame attention carries frame 0 to every frame and no other
-    frame anywhere; space-time attention carries every frame to every frame."""
-    cfg = mav.replace(TINY, temporal=True, temporal_kernel=0, temporal_attention=False, **{lever: True})
-    torch.manual_seed(0)
-    model = mav.UNet(cfg).eval()
-    video = torch.randn(1, 1, 6, 32, 32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-        for nudged_frame, reached in reaches.items():
-            nudged = video.clone()
-            nudged[:, :, nudged_frame] += 1.0
-            delta = (model(nudged, torch.zeros(1), fake_text(1)) - model(video, torch.zeros(1), fake_text(1))).abs()
-            assert (delta.amax(dim=(0, 1, 3, 4)) > 1e-7).nonzero().flatten().tolist() == reached  # else exactly 0
-
-
 def test_checkpoint_round_trip(tmp_path):
     model = randomized(mav.UNet(TINY))
     mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": "enc", "step": 7, "preset": "tiny"})
@@ -924,21 +880,6 @@ def test_train_init_fine_tunes_a_checkpoint(cascade, tmp_path):
     before, _ = mav.load_checkpoint(str(cascade), "interp")
     after, _ = mav.load_checkpoint(str(out), "interp")
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
-
-
-def test_train_init_with_a_lever_adds_it_to_the_checkpoints_weights(trained, tmp_path, capsys):
-    """--init FOLDER --model first_frame_attention=1: the trained video model with the new attention added,
-    starting as the identity; a switch that would remove trained weights is refused in one line."""
-    out = tmp_path / "lever"
-    tiny_video_run(out, "--init", str(trained), "--model", "first_frame_attention=1", "--recipe", "lr=1e-8")
-    model, meta = mav.load_checkpoint(str(out), "video")
-    source, _ = mav.load_checkpoint(str(trained), "video")
-    assert model.cfg.first_frame_attention and meta["init_step"] == mav.checkpoint_meta(str(trained), "video")["step"]
-    assert set(model.state_dict()) - set(source.state_dict()) == {n for n in model.state_dict() if "first_frame" in n}
-    capsys.readouterr()
-    expect_one_line_error(capsys, lambda argv: tiny_video_run(tmp_path / "off", *argv),
-                          ["--init", str(trained), "--model", "temporal_attention=0"],
-                          "only parts that start as the identity")
 
 
 def test_ctrl_c_in_the_middle_of_a_step_then_resume_is_bit_exact(cache_dir, tmp_path, monkeypatch, capsys):
@@ -1460,14 +1401,7 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                  "--rows", "full", "--steps", "1", "--snapshots", "1", "--num-samples", "2",
                  "--curve-samples", "2", "--eval-steps", "1"]
     longer = [*ablations, "--steps", "2", "--out", str(tmp_path / "abl2")]  # the same row, a 2-step run beside
-    identity = ["--source", c, "--preset", "tiny", "--out", str(tmp_path / "identity"), "--steps", "1",
-                "--results", str(tmp_path / "identity.jsonl"), "--num-samples", "2", "--eval-steps", "1"]
-    runs += [["identity_study.py", *identity, "--rows", "shipped", "cross_frame_sampling", "first_frame",
-              "first_frame/new"],
-             ["identity_study.py", *identity, "--table"],
-             ["identity_gpu.py", "--preset", "tiny", "--source", c, "--out", str(tmp_path / "gpu"), "--steps", "1",
-              "--batch", "2", "--num-samples", "2", "--eval-steps", "1"],
-             ["crossing_frames.py", "--videos", c, c, "--cascade", c, "--out", str(tmp_path / "crossing.png")]]
+    runs += [["crossing_frames.py", "--videos", c, c, "--cascade", c, "--out", str(tmp_path / "crossing.png")]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
@@ -1482,15 +1416,6 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                                                                        ("full", 2, 0), ("full", 2, 2)]
     assert (tmp_path / "ablations.png").exists() and len(iio.imread(tmp_path / "ablations.gif")) == mav.FRAMES
     assert iio.imread(tmp_path / "crossing.png").shape[:2] == (2 * 66, 16 * 66)  # 2 rows of 76 // 5 + 1 frames
-    identity = [json.loads(line) for line in (tmp_path / "identity.jsonl").read_text().splitlines()]
-    assert [(r["row"], r["run_steps"]) for r in identity] == [("shipped", 0), ("cross_frame_sampling", 0),
-                                                               ("first_frame", 1), ("first_frame/new", 1)]
-    frozen, _ = mav.load_checkpoint(str(tmp_path / "identity" / "first_frame-new-s0"), "video")
-    shipped, _ = mav.load_checkpoint(c, "video")
-    for name, weight in shipped.state_dict().items():  # only the lever learned
-        assert torch.equal(frozen.state_dict()[name], weight), name
-    assert any(frozen.state_dict()[n].abs().sum() > 0 for n in frozen.state_dict() if "first_frame_attn.to_out" in n)
-    assert all(abs(r["switch_rate"] - r["momentary_switch_rate"] - r["lasting_switch_rate"]) < 1e-3 for r in identity)
 
 
 # --- bad input: one line and exit code 2, nothing lost, nothing broken saved or loaded ----------------------

@@ -52,8 +52,7 @@ def parse_args(argv=None):
         if args.recipe.scratch and args.init:
             p.error("--recipe scratch=1 starts from fresh weights, --init from a checkpoint's: choose one")
         check_out(p, args)
-    args.model_items = args.model or []
-    args.model = model_changes(p, args.stage, args.model_items)
+    args.model = model_changes(p, args.stage, args.model or [])
     if args.stage != "all":
         check_memory(p, args.stage, args.preset, args.recipe, args.model, args.device)
     return args
@@ -129,8 +128,8 @@ def check_args(p, args):
         p.error("--unlabeled applies to the video stage")
     if args.init and args.resume:
         p.error("--init starts a new run from a checkpoint's weights, --resume continues a run: choose one")
-    if args.model and args.resume:
-        p.error("--model builds a new network; --resume takes the run's own")
+    if args.model and (args.init or args.resume):
+        p.error("--model builds a new network; --init and --resume take the checkpoint's own")
 
 
 def parsed_changes(p, flag: str, items: list[str], defaults) -> dict:
@@ -180,10 +179,7 @@ def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, step
     return recipe
 
 
-# the parts of mav.UNetConfig --model sets: the paper's temporal layers (switched off, an ablation) and the
-# identity levers (§4b; switched on, with --init they are added to a trained model as the identity)
-SWITCHES = ("temporal_kernel", "temporal_attention", "stride_embedding", "first_frame_attention",
-            "spacetime_attention")
+SWITCHES = ("temporal_kernel", "temporal_attention", "stride_embedding")  # the parts of mav.UNetConfig --model sets
 
 
 def model_changes(p, stage: str, items: list[str]) -> dict:
@@ -284,12 +280,6 @@ def init_model(args, stage):
     if stage != "judge" and meta.get("preset") != args.preset:
         cli.die(f"--init: the {stage} checkpoint in {args.init}/ is preset {meta.get('preset')!r}, "
                 f"not {args.preset!r}")
-    if args.model:  # new parts on a trained model: each starts as the identity, as inflation's do
-        try:
-            model = mav.inflate(model.state_dict(), replace(model.cfg, **args.model))
-        except ValueError as e:
-            cli.die(f"--init with --model {' '.join(args.model_items)}: only parts that start as the identity "
-                    f"can be added to a trained model ({e})")
     kept = {k: v for k, v in meta.items() if k.endswith("_step") and k != "init_step"}
     return model.train(), meta.get("text_encoder"), {**kept, "init_step": (meta.get("step") or 0)
                                                      + meta.get("init_step", 0)}
