@@ -415,7 +415,7 @@ def choose_stages(args) -> list[str]:
     masked = ["--extend"] * bool(args.extend) + [f"--{mode}"] * (mode in ("image", "between"))
     if masked and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
         die(f"{masked[0]} makes frames with the masked interpolation network: no interp checkpoint in "
-                f"{args.checkpoints}/; train it with: python train.py --stage interp")
+            f"{args.checkpoints}/; train it with: python train.py --stage interp")
     return stages
 
 
@@ -430,7 +430,7 @@ def load_models(args, stages) -> dict:
     encoders = {meta["text_encoder"] for _, meta in models.values()}
     if len(encoders) > 1:
         die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: "
-                f"{sorted(encoders)}")
+            f"{sorted(encoders)}")
     return models
 
 
