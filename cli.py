@@ -342,6 +342,11 @@ def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,i
     cascade.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
     cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
                          help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
+    cascade.add_argument("--image-expert", type=float, default=mav.IMAGE_EXPERT, metavar="BETA",
+                         help="the image model's share of the base model's last steps (t <= "
+                              f"{mav.IMAGE_EXPERT_UNTIL:g}), frame by frame: keeps each digit legible where two "
+                              "cross (mav.py §11; used where --checkpoints holds image.json); 0: the video model "
+                              f"alone, as the paper samples (default {mav.IMAGE_EXPERT:g})")
 
 
 def check_cascade(p, args, needs_base: bool = True):
@@ -358,6 +363,8 @@ def check_cascade(p, args, needs_base: bool = True):
             p.error(f"{flag} {value} is over its limit of {limit} (hours of compute or too much memory)")
     if args.guidance is not None and not guidance_in_range(args.guidance):
         p.error(f"--guidance must be a number in {GUIDANCE_RANGE}, got {args.guidance:g}")
+    if not 0 <= args.image_expert <= 1:  # nan fails too
+        p.error(f"--image-expert must be a number in 0 .. 1, got {args.image_expert:g}")
     check_seed(args.seed, p.error)
     check_stages(p, args, needs_base)
     if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
@@ -421,11 +428,14 @@ def choose_stages(args) -> list[str]:
 
 def load_models(args, stages) -> dict:
     """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
-    (which then makes the base clip, so the base video model is not needed). One text encoder for all."""
+    (which then makes the base clip, so the base video model is not needed), plus the image model beside the
+    base model (its per-frame expert) where the folder has one. One text encoder for all."""
     animated = args.mode in ("image", "between")
     names = [s for s in stages if not (s == "base" and animated)]
     if (args.extend or animated) and "interp" not in names:
         names.append("interp")
+    if "base" in names and args.image_expert and os.path.exists(os.path.join(args.checkpoints, "image.json")):
+        names.append("image")  # the video model's per-frame expert (mav.py §11)
     models = {s: load(args, s) for s in names}
     encoders = {meta["text_encoder"] for _, meta in models.values()}
     if len(encoders) > 1:
@@ -453,5 +463,6 @@ def cascade_options(args, quiet: bool = False) -> dict:
     """The command's cascade flags as Cascade.generate's keywords."""
     return dict(steps=args.steps, interp_steps=args.interp_steps, sr_steps=args.sr_steps, guidance=args.guidance,
                 sampler=args.sampler, frames=args.frames, extend_frames=args.extend,
-                framewise_sr=args.sr == "framewise", progress=None if quiet else progress,
+                framewise_sr=args.sr == "framewise", image_expert=args.image_expert,
+                progress=None if quiet else progress,
                 **({"strength": args.strength} if args.mode == "variation" else {}))

@@ -24,6 +24,8 @@ This file reads top to bottom like the paper:
   8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4)
   9. Stages      the four networks and how each is trained, in one table
  10. Checkpoints safetensors + JSON, written atomically; the old formats, read in one place
+ 11. Expert      beyond the paper: the image model keeps each frame's digits legible
+ 12. Cascade     prompt -> base -> interp -> SR, in one call (paper §3, Fig. 2)
 
 Shapes are written in einops notation: b batch, c channels, f frames, h w
 height width, l text tokens, d text width. Around it: train.py trains, sample.py
@@ -1423,10 +1425,62 @@ class WholeFrameUNet(UNet):
 
 
 # =============================================================================
-# 11. The cascade: from a prompt to a video (paper §3, Fig. 2)
+# 11. Beyond the paper: the image model as a per-frame expert at sampling
+# =============================================================================
+# Make-A-Video samples its video model alone. Where two digits cross, that
+# model often draws neither: both temporal layers (§4) look at one pixel
+# across frames, and two crossing digits share pixels, so nothing in them says
+# which stroke belongs to which digit; and fine-tuning on video moved the
+# spatial layers away from the image model, which drew each frame's digits
+# more legibly than the video model now does.
+#
+# The image model is still in the folder, and it knows what a frame of two
+# overlapping digits looks like. So, once the layout and motion are settled
+# (the low-noise steps, t <= t_e), each step follows both models: the video
+# model's v̂ and the image model's v̂ on every frame on its own, mixed by β:
+#
+#     v̂ = (1 − β)·v̂_video(z_t) + β·v̂_image(z_t^(f))  for t <= t_e,  v̂_video(z_t) above
+#
+# Since v̂ is affine in the score, this samples (approximately) the product of
+# experts p_video^(1−β)·Π_f p_image(frame f)^β (Hinton 2002; composed
+# diffusion models, Liu et al. 2022): the video model keeps the frames one
+# clip, the image model keeps each frame a picture of two digits. VideoElevator
+# (Zhang et al. 2024) splits a step between a T2V and a T2I model in the same
+# spirit. Above t_e the image model would place its digits anew in every frame
+# (flicker); below it, it only has strokes to settle. Classifier-free guidance
+# applies to the mixture as a whole (it is linear in v̂). Measured in
+# docs/ABLATIONS.md ("Beyond the paper"); `image_expert=0` samples as the paper.
+
+IMAGE_EXPERT = 0.75        # β: the image model's share of v̂ at the low-noise steps
+IMAGE_EXPERT_UNTIL = 0.5   # t_e: the steps at t <= t_e mix in the image model
+
+
+class ImageExpert(nn.Module):
+    """A video model whose v̂ at t <= t_e is mixed with the image model's, frame by frame (β = `weight`)."""
+
+    def __init__(self, video: UNet, image: UNet, weight: float = IMAGE_EXPERT, until: float = IMAGE_EXPERT_UNTIL):
+        super().__init__()
+        self.video, self.image, self.weight = video, image, weight
+        self.logsnr_from = float(logsnr_schedule(torch.tensor(until)))  # t <= t_e  <=>  λ_t >= λ(t_e)
+
+    def forward(self, x, logsnr, text: Text, **conditioning):  # x: b c f h w; logsnr: (b,), one t for all
+        v = self.video(x, logsnr, text, **conditioning)                   # v̂_video
+        if logsnr.min() < self.logsnr_from:
+            return v
+        f = x.shape[2]
+        frames = rearrange(x, 'b c f h w -> (b f) c h w')                # every frame on its own
+        per_frame = Text(*(repeat(t, 'b ... -> (b f) ...', f=f) for t in text))
+        v_image = self.image(frames, repeat(logsnr, 'b -> (b f)', f=f), per_frame)
+        v_image = rearrange(v_image, '(b f) c h w -> b c f h w', f=f)   # v̂_image, frame by frame
+        return torch.lerp(v, v_image.to(v.dtype), self.weight)          # (1 − β)·v̂_video + β·v̂_image
+
+
+# =============================================================================
+# 12. The cascade: from a prompt to a video (paper §3, Fig. 2)
 # =============================================================================
 # At inference Make-A-Video chains its networks: the video model draws 16
-# frames at 32² from the text (§5, §6), the interpolation network raises them
+# frames at 32² from the text (§5, §6; here with the image model as its
+# per-frame expert, §11), the interpolation network raises them
 # to 76 (§7), the super-resolution network to 64² (§8). A Cascade is those
 # networks of one checkpoint folder and their text cache, called with prompts
 # and plain keywords, as a diffusers pipeline is:
@@ -1441,7 +1495,7 @@ class WholeFrameUNet(UNet):
 class Cascade:
     """The networks of one checkpoint folder, by cascade stage (base, interp, sr), and their text cache.
     `stages` are the ones a call runs; `models` may hold the masked network (interp) for --extend, --image
-    and --between without running interpolation."""
+    and --between without running interpolation, and the image model, the video model's expert (§11)."""
 
     def __init__(self, models: dict, cache: TextCache, stages=("base", "interp", "sr"), guidance: float = GUIDANCE):
         self.models, self.cache, self.guidance = models, cache, guidance
@@ -1450,12 +1504,15 @@ class Cascade:
 
     @classmethod
     def load(cls, folder: str = "checkpoints", device="cpu", stages=None) -> "Cascade":
-        """Every stage with a checkpoint in `folder` (base always), or those named; the guidance weight the
-        video model's trainer recorded. Raises CheckpointError (one line) for what cannot be read."""
+        """Every stage with a checkpoint in `folder` (base always), or those named; the image model, where there
+        is one (§11); the guidance weight the video model's trainer recorded. Raises CheckpointError (one line)
+        for what cannot be read."""
         held = [s for s in CASCADE if s == "base" or os.path.exists(os.path.join(folder, CASCADE[s] + ".json"))]
+        has_image = os.path.exists(os.path.join(folder, "image.json"))
+        expert = ["image"] if has_image and "base" in (stages or held) else []  # the video model's expert, §11
         models, metas = {}, {}
-        for stage in dict.fromkeys([*(stages or held), *(["interp"] if "interp" in held else [])]):
-            models[stage], metas[stage] = load_checkpoint(folder, CASCADE[stage], device)
+        for stage in dict.fromkeys([*(stages or held), *(["interp"] if "interp" in held else []), *expert]):
+            models[stage], metas[stage] = load_checkpoint(folder, CASCADE.get(stage, stage), device)
         encoders = sorted({meta["text_encoder"] for meta in metas.values()})
         if len(encoders) > 1:
             raise CheckpointError(f"the checkpoints in {folder}/ were trained with different text encoders: {encoders}")
@@ -1473,13 +1530,21 @@ class Cascade:
         x, fps = self.generate(text, null, generator, **kw)
         return to_pixels(x)[:, 0].float().cpu(), fps
 
+    def base_model(self, image_expert: float = IMAGE_EXPERT) -> nn.Module:
+        """The video model, with the image model as its per-frame expert (§11) where the cascade holds one."""
+        if image_expert and "image" in self.models:
+            return ImageExpert(self.models["base"], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
+        return self.models["base"]
+
     @torch.no_grad()
     def generate(self, text: Text, null: Text, generator=None, steps: int = STEPS["base"],
                  interp_steps: int = STEPS["interp"], sr_steps: int = STEPS["sr"], guidance: float | None = None,
                  sampler: str = SAMPLER, frames: int = FRAMES, extend_frames: int = 0, framewise_sr: bool = False,
-                 first=None, last=None, video=None, strength: float = 0.6, progress=None, done=None):
+                 first=None, last=None, video=None, strength: float = 0.6, image_expert: float = IMAGE_EXPERT,
+                 progress=None, done=None):
         """base -> (extend) -> interp -> sr for the prompts of `text` -> (x (n 1 f h w) in [-1, 1], fps).
         first, last: (n 1 32 32) pictures to animate; video: (n 1 frames 32 32) to vary; all in [-1, 1].
+        image_expert: β of §11, if the cascade holds an image model (0: the video model alone, as the paper).
         progress(desc), if given, wraps each stage's steps (a tqdm, say); done(stage) is called as each ends."""
         n, bar, done = len(text), progress or (lambda desc: None), done or (lambda stage: None)
         common = dict(sampler=sampler, generator=generator)
@@ -1488,7 +1553,7 @@ class Cascade:
         if first is not None:  # the masked network, the first (and last) frame known
             x = animate(self.models["interp"], first, text, null, frames=frames, last=last, **base)
         else:  # from noise, or (SDEdit) from the given video noised to t = strength
-            x = sample(self.models["base"], (n, 1, frames, BASE, BASE), text, null,
+            x = sample(self.base_model(image_expert), (n, 1, frames, BASE, BASE), text, null,
                        stride=torch.ones(n, device=self.device), init=video,
                        strength=strength if video is not None else 1.0, **base)
         done("base")

@@ -192,8 +192,9 @@ def run(args):
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
     how = {"image": " from --image", "between": " from --between",
            "variation": f" (variation, strength {args.strength:g})"}.get(args.mode, "")
+    expert = f" (image model as expert, β {args.image_expert:g})" if "image" in models else ""
     write(args, videos, prompts, fps, f"{len(videos)} video{'s' if len(videos) > 1 else ''}{how}, {videos.shape[1]} "
-          f"frames at {videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)}")
+          f"frames at {videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)}{expert}")
 
 
 def main(argv=None):

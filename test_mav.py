@@ -519,6 +519,41 @@ def test_inflation_invariant(cache):
     assert (out - frames).abs().max() < 1e-5
 
 
+def test_the_image_expert_mixes_in_the_image_model_frame_by_frame_at_low_noise_only(cache):
+    """§11: above t_e the expert is the video model; at t <= t_e its v is (1 − β)·video + β·image, the image
+    model applied to every frame on its own (the video model here trained away from it: random temporal
+    weights)."""
+    image_model = randomized(mav.UNet(TINY)).eval()
+    video_model = mav.inflate(image_model.state_dict(), TINY).eval()
+    with torch.no_grad():
+        for name, p in video_model.named_parameters():
+            if name in mav.temporal_names(TINY):
+                p.normal_(0, 0.1)
+    expert = mav.ImageExpert(video_model, image_model, weight=0.25, until=0.5)
+    torch.manual_seed(2)
+    video, text, stride = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([12, 301])), torch.ones(2)
+    with torch.no_grad():
+        for t in (0.9, 0.6, 0.4, 0.1):
+            logsnr = mav.logsnr_schedule(torch.tensor(t)).expand(2)
+            v = video_model(video, logsnr, text, stride=stride)
+            frames = torch.stack([image_model(video[:, :, i], logsnr, text) for i in range(6)], dim=2)
+            assert (v - frames).abs().mean() > 0.01  # the two models differ: the test can tell them apart
+            want = v if t > 0.5 else 0.75 * v + 0.25 * frames
+            assert (expert(video, logsnr, text, stride=stride) - want).abs().max() < 1e-5, t
+
+
+def test_the_cascade_takes_the_image_model_as_expert_unless_told_not_to(cascade):
+    """A folder with an image model: Cascade.load holds it, and it changes the base clip; image_expert=0 (or
+    no image model) samples the video model alone, as the paper does."""
+    with_image = mav.Cascade.load(str(cascade), stages=["base"])
+    alone = mav.Cascade({"base": with_image.models["base"]}, with_image.cache, ["base"], with_image.guidance)
+    assert "image" in with_image.models
+    make = lambda run, **kw: run("2 and four", seed=3, steps=3, **kw)[0]
+    paper, mixed = make(alone), make(with_image)
+    assert torch.equal(make(with_image, image_expert=0), paper) and torch.equal(make(alone, image_expert=0.5), paper)
+    assert (mixed - paper).abs().mean() > 1e-4  # small: the tiny video model is 4 steps from its image model
+
+
 @pytest.mark.parametrize("taps", [0, 1, 3, 5])
 def test_a_temporal_conv_sees_as_many_frames_as_its_taps(taps):
     """Frame 3 of the input reaches frames 3 ± taps // 2 of the output, and no others (0 taps: no temporal conv)."""
@@ -1401,7 +1436,11 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                  "--rows", "full", "--steps", "1", "--snapshots", "1", "--num-samples", "2",
                  "--curve-samples", "2", "--eval-steps", "1"]
     longer = [*ablations, "--steps", "2", "--out", str(tmp_path / "abl2")]  # the same row, a 2-step run beside
-    runs += [["crossing_frames.py", "--videos", c, c, "--cascade", c, "--out", str(tmp_path / "crossing.png")]]
+    runs += [["crossing_frames.py", "--videos", c, c, "--image-expert", "0", "0.5", "--cascade", c, "--out",
+              str(tmp_path / "crossing.png")]]
+    identity = ["--results", str(tmp_path / "identity.jsonl"), "--out", str(tmp_path / "identity")]
+    runs += [["identity_study.py", "--checkpoints", c, "--rows", "shipped", "β 0.5, t ≤ 0.5", "--seeds", "0",
+              "--num-samples", "2", "--eval-steps", "1", *identity], ["identity_study.py", "--table", *identity]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
@@ -1416,6 +1455,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                                                                        ("full", 2, 0), ("full", 2, 2)]
     assert (tmp_path / "ablations.png").exists() and len(iio.imread(tmp_path / "ablations.gif")) == mav.FRAMES
     assert iio.imread(tmp_path / "crossing.png").shape[:2] == (2 * 66, 16 * 66)  # 2 rows of 76 // 5 + 1 frames
+    identity = [json.loads(line) for line in (tmp_path / "identity.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["beta"], r["until"]) for r in identity] == [("shipped", 0, 0), ("β 0.5, t ≤ 0.5", 0.5, 0.5)]
 
 
 # --- bad input: one line and exit code 2, nothing lost, nothing broken saved or loaded ----------------------
@@ -1653,6 +1694,9 @@ def test_train_refuses_sizes_and_settings_that_cannot_run(capsys, argv, needle):
     (lambda argv: bench.main(argv), ["sample", "--num-samples", "0"], "--num-samples must be positive"),
     (lambda argv: sample.main(argv), ["--guidance", "1e300"], "--guidance must be a number in 0 .. 100"),
     (lambda argv: sample.main(argv), ["--seed", str(2 ** 63)], "--seed must be in 0 .. 2^63 - 1"),
+    (lambda argv: sample.main(argv), ["--image-expert", "nan"], "--image-expert must be a number in 0 .. 1"),
+    (lambda argv: evaluate.main(argv), ["--image-expert", "1.5"], "--image-expert must be a number in 0 .. 1"),
+    (lambda argv: bench.main(argv), ["sample", "--image-expert", "-1"], "--image-expert must be a number in 0 .."),
 ])
 def test_other_scripts_refuse_numbers_out_of_range(capsys, main, argv, needle):
     expect_one_line_error(capsys, main, argv, needle)
