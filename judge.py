@@ -160,13 +160,16 @@ def score_videos(judge: Judge, videos: torch.Tensor, pairs: torch.Tensor, real_f
 
 def switch_kinds(read: torch.Tensor, blip: int = 2) -> dict:
     """read (n f): the pair read off each frame -> the switch rate split in two. A run of at most `blip`
-    frames between two runs of one same pair is a momentary excursion: both its switches are momentary.
-    Every other switch is lasting. The two rates add up to switch_rate."""
+    frames between two runs of one same pair is a momentary excursion: both switches around it are
+    momentary (a switch between two such runs, as in A B A B A, is counted once). Every other switch is
+    lasting. The two rates add up to switch_rate."""
     momentary = 0
     for seq in read.tolist():
         runs = [(value, len(list(group))) for value, group in itertools.groupby(seq)]  # run-length code
-        momentary += 2 * sum(1 for before, (_, length), after in zip(runs, runs[1:], runs[2:])
-                             if length <= blip and before[0] == after[0])
+        starts = list(itertools.accumulate([0] + [length for _, length in runs]))   # where each run begins
+        momentary += len({switch for k in range(1, len(runs) - 1)                  # a switch: where a run begins
+                          if runs[k][1] <= blip and runs[k - 1][0] == runs[k + 1][0]
+                          for switch in (starts[k], starts[k + 1])})
     switches, pairs = (read[:, 1:] != read[:, :-1]).sum().item(), read[:, 1:].numel()
     return {"momentary_switch_rate": momentary / pairs, "lasting_switch_rate": (switches - momentary) / pairs}
 

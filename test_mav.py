@@ -1368,9 +1368,11 @@ def test_switches_are_split_into_momentary_and_lasting():
     and stays (or leaves for 3 frames) is lasting; the two rates add up to the switch rate."""
     reads = torch.tensor([[0, 0, 1, 0, 0, 2, 2, 2, 3, 3, 2, 2, 5, 5, 5, 5],   # 4 momentary, 2 lasting
                           [1] * 16,                                          # none
-                          [0, 1, 1, 1, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]])  # 3 lasting (a 3-frame excursion)
+                          [0, 1, 1, 1, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4],  # 3 lasting (a 3-frame excursion)
+                          [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0]])  # flicker: 4 momentary, each once
     kinds = judge.switch_kinds(reads)
-    assert kinds == {"momentary_switch_rate": 4 / 45, "lasting_switch_rate": 5 / 45}
+    assert kinds == {"momentary_switch_rate": 8 / 60, "lasting_switch_rate": 5 / 60}
+    assert min(judge.switch_kinds(torch.tensor([[0, 1] * 8, [2, 2, 3] * 5 + [2]])).values()) >= 0
 
 
 def test_frechet_distance():
