@@ -61,7 +61,8 @@ def main(argv=None):
     if len(betas) != len(args.videos):
         cli.die(f"--image-expert takes one β for all rows or one per row ({len(args.videos)})")
     with tempfile.TemporaryDirectory() as scratch:
-        rows = [frames_of(args, folder, beta, scratch)[args.first::args.every] for folder, beta in zip(args.videos, betas)]
+        rows = [frames_of(args, folder, beta, scratch)[args.first::args.every]
+                for folder, beta in zip(args.videos, betas)]
     pad = lambda f: np.pad(f, 1, constant_values=128)  # a grey line between frames and rows
     strip = np.concatenate([np.concatenate([pad(f) for f in row], axis=1) for row in rows], axis=0)
     cli.write_video(args.out, strip[None], fps=1)
