@@ -94,11 +94,12 @@ def evaluate_videos(args):
     videos = torch.cat([mav.to_pixels(x)[:, 0] for x, _ in made]).cpu()
     seconds = time.time() - t0
     result = {"stages": "+".join(stages), "n": n, "frames": videos.shape[1], "size": videos.shape[-1],
-              "steps": args.steps, "guidance": args.guidance, "image_expert": args.image_expert * ("image" in models)}
+              "steps": args.steps, "guidance": args.guidance, "image_expert": run.expert_weight(args.image_expert)}
     figures, real_features = judge_figures(args, judge, videos, labels, "interp" in stages)
     result.update(figures)
     if os.path.exists(os.path.join(args.checkpoints, "image.json")):  # 16 unrelated frames per "video"
-        result["baseline"] = image_model_baseline(args, judge, text, null, labels, g, real_features)
+        image_model = run.models["image"] if "image" in run.models else cli.load(args, "image")[0]  # loaded once
+        result["baseline"] = image_model_baseline(args, judge, image_model, text, null, labels, g, real_features)
     result["seconds"] = round(seconds, 1)
     out = args.out or os.path.join("output", f"eval_{'_'.join(stages)}.gif")
     cli.write_video(out, cli.video_grid(videos[:16]), fps=fps)
@@ -133,9 +134,9 @@ def judge_figures(args, judge, videos, labels, interp: bool) -> tuple[dict, torc
     return result, ref_feats
 
 
-def image_model_baseline(args, judge, text, null, labels, g, real_features, chunk=16) -> dict:
+def image_model_baseline(args, judge, image_model, text, null, labels, g, real_features, chunk=16) -> dict:
     """The image model's frames, drawn independently (16 per prompt), scored as videos."""
-    image_model, f, n = cli.load(args, "image")[0], args.frames, len(labels)
+    f, n = args.frames, len(labels)
     per_frame = lambda t: t[torch.arange(len(t)).repeat_interleave(f)]
     with cli.autocast(args.device, args.precision):
         frames = [mav.sample(image_model, (len(t) * f, 1, mav.BASE, mav.BASE), per_frame(t), per_frame(u),

@@ -1530,9 +1530,13 @@ class Cascade:
         x, fps = self.generate(text, null, generator, **kw)
         return to_pixels(x)[:, 0].float().cpu(), fps
 
+    def expert_weight(self, image_expert: float = IMAGE_EXPERT) -> float:
+        """β as the base model samples with it: 0 where the cascade holds no image model."""
+        return image_expert if "image" in self.models else 0.0
+
     def base_model(self, image_expert: float = IMAGE_EXPERT) -> nn.Module:
         """The video model, with the image model as its per-frame expert (§11) where the cascade holds one."""
-        if image_expert and "image" in self.models:
+        if self.expert_weight(image_expert):
             return ImageExpert(self.models["base"], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
         return self.models["base"]
 

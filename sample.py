@@ -188,11 +188,13 @@ def run(args):
             cols = 8 if len(images) % 8 == 0 and len(images) >= 16 else None
             return write(args, images, prompts, 1, f"{len(images)} image{s} at {mav.BASE}x{mav.BASE}; image model",
                          cols)
-        x, fps = cli.cascade(args, models, stages).generate(text, null, g, **cli.cascade_options(args), **given)
+        run = cli.cascade(args, models, stages)
+        x, fps = run.generate(text, null, g, **cli.cascade_options(args), **given)
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
     how = {"image": " from --image", "between": " from --between",
            "variation": f" (variation, strength {args.strength:g})"}.get(args.mode, "")
-    expert = f" (image model as expert, β {args.image_expert:g})" if "image" in models else ""
+    beta = run.expert_weight(args.image_expert)
+    expert = f" (image model as expert, β {beta:g})" if beta else ""
     write(args, videos, prompts, fps, f"{len(videos)} video{'s' if len(videos) > 1 else ''}{how}, {videos.shape[1]} "
           f"frames at {videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)}{expert}")
 
