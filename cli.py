@@ -314,6 +314,7 @@ def unlike_training_frames(frames: torch.Tensor) -> str | None:
 
 CHECKPOINT_OF = {**mav.CASCADE, "image": "image"}  # what --stages names -> checkpoint
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+SHIPPED_FOLDERS = {"base": SHIPPED, "cpu": os.path.join(SHIPPED, "cpu")}  # the shipped cascade of each preset
 
 # Upper bounds of a request: beyond them a run takes hours or more memory than a laptop has.
 LIMITS = {"steps": 1000, "interp_steps": 1000, "sr_steps": 1000, "frames": 64, "extend": 240, "scale": 16,
@@ -401,10 +402,11 @@ def check_stages(p, args, needs_base: bool):
 
 
 def load(args, stage: str):
-    """The checkpoint of a cascade stage, or a one-line error that says how to make it."""
+    """The checkpoint of a cascade stage (from the shipped set where choose_stages borrowed it), or a one-line
+    error that says how to make it."""
     name = CHECKPOINT_OF[stage]
     try:
-        return mav.load_checkpoint(args.checkpoints, name, args.device)
+        return mav.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), name, args.device)
     except mav.CheckpointError as e:
         if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):
             how = "--stage image && python train.py --stage video" if stage == "base" else f"--stage {name}"
@@ -413,17 +415,38 @@ def load(args, stage: str):
 
 
 def choose_stages(args) -> list[str]:
+    """The stages a command runs: --stages, else base and every later stage the folder holds or borrows."""
+    args.borrowed = borrowed_stages(args)
+    held = lambda s: s in args.borrowed or os.path.exists(os.path.join(args.checkpoints, f"{mav.CASCADE[s]}.json"))
     if args.stages is not None:
         stages = [s for s in mav.CASCADE if s in args.stages]  # always in cascade order
     else:
-        stages = ["base"] + [s for s in ("interp", "sr")
-                             if os.path.exists(os.path.join(args.checkpoints, mav.CASCADE[s] + ".json"))]
+        stages = ["base"] + [s for s in ("interp", "sr") if held(s)]
     mode = args.mode
     masked = ["--extend"] * bool(args.extend) + [f"--{mode}"] * (mode in ("image", "between"))
-    if masked and not os.path.exists(os.path.join(args.checkpoints, "interp.json")):
+    if masked and not held("interp"):
         die(f"{masked[0]} makes frames with the masked interpolation network: no interp checkpoint in "
             f"{args.checkpoints}/; train it with: python train.py --stage interp")
     return stages
+
+
+def borrowed_stages(args) -> dict:
+    """A folder with a video model of one's own but no interp or SR (python train.py --stage video makes only
+    the video model) borrows them from the shipped cascade of its preset, and says so in one line.
+    -> {stage: shipped folder}."""
+    meta = mav.checkpoint_meta(args.checkpoints, "video")
+    shipped = SHIPPED_FOLDERS.get(meta.get("preset"))  # interp and SR of the video model's own preset
+    if not shipped or os.path.realpath(args.checkpoints) == os.path.realpath(shipped) or args.stages == ["image"]:
+        return {}
+    wanted = {"interp", "sr"} if args.stages is None else set(args.stages)
+    if args.extend or args.mode in ("image", "between"):
+        wanted.add("interp")  # the masked network
+    has = lambda folder, s: os.path.exists(os.path.join(folder, mav.CASCADE[s] + ".json"))
+    missing = [s for s in ("interp", "sr") if s in wanted and not has(args.checkpoints, s) and has(shipped, s)]
+    if missing:
+        print(f"{args.checkpoints}/ holds no {' or '.join(missing)} model: the shipped ones from "
+              f"{os.path.relpath(shipped)}/ make {'that stage' if len(missing) == 1 else 'those stages'}")
+    return {s: shipped for s in missing}
 
 
 def load_models(args, stages) -> dict:

@@ -35,10 +35,16 @@ import mav
 #   motion          mean |x(t+1) − x(t)| over pixels in [0, 1] (0: a still)
 #   motion_lag_ratio  motion ÷ mean |x(t+8) − x(t)|: smooth motion ≪ 1,
 #                   a flickering slideshow ≈ 1
+#   jump_rate       consecutive frames where ink appears farther from all of the
+#                   frame before's ink than a real digit moves in a frame (a digit
+#                   jumped, or appeared from nothing)
+#   vanish_rate     consecutive frames where ink of a frame has none of the next
+#                   frame's ink that near (a digit jumped away, or vanished)
 #   fd              Fréchet distance between judge features of the frames and
 #                   of real held-out frames
 # A majority vote alone cannot tell 16 unrelated frames from a video; the
-# switch rate and the lag ratio can.
+# switch rate and the lag ratio can. Neither sees a model that draws good
+# frames but places its digits anew in each: the jump and vanish rates do.
 
 PAIRS = [(a, b) for a in range(10) for b in range(a, 10)]  # the 55 unordered digit pairs
 
@@ -149,6 +155,7 @@ def score_videos(judge: Judge, videos: torch.Tensor, pairs: torch.Tensor, real_f
         "consistency": (read == majority[:, None]).float().mean().item(),
         "switch_rate": (read[:, 1:] != read[:, :-1]).float().mean().item(),
         **switch_kinds(read),
+        **jump_rates(videos),
         "motion": diff(1),
         "motion_lag_ratio": diff(1) / max(diff(8), 1e-8) if f > 8 else float("nan"),
         "n": n,
@@ -172,6 +179,23 @@ def switch_kinds(read: torch.Tensor, blip: int = 2) -> dict:
                           for switch in (starts[k], starts[k + 1])})
     switches, pairs = (read[:, 1:] != read[:, :-1]).sum().item(), read[:, 1:].numel()
     return {"momentary_switch_rate": momentary / pairs, "lasting_switch_rate": (switches - momentary) / pairs}
+
+
+# A real digit moves 1-2 pixels a frame at 32² (MovingMNIST's 2-4 at 64²): ink of one frame always lies within
+# JUMP_RADIUS pixels (a square neighbourhood) of ink of the frame before. INK is where a pixel counts as ink, and
+# JUMP_SHARE the share of a frame's ink that must break the rule for the pair of frames to count (blur and specks
+# of a sampled frame stay below it).
+JUMP_RADIUS, INK, JUMP_SHARE = 3, 0.5, 0.2
+
+
+def jump_rates(videos: torch.Tensor) -> dict:
+    """videos (n f h w) in [0, 1] -> jump_rate and vanish_rate (see the figures above), read at 32²."""
+    ink = (mav.area_downsample(videos) if videos.shape[-1] != mav.BASE else videos) > INK          # n f 32 32
+    near = F.max_pool2d(ink.float(), 2 * JUMP_RADIUS + 1, stride=1, padding=JUMP_RADIUS) > 0        # dilated ink
+    stray = lambda ink_of, near_of: ((ink_of & ~near_of).sum((-2, -1))
+                                     > JUMP_SHARE * ink_of.sum((-2, -1)).clamp(min=1))              # n f-1
+    return {"jump_rate": stray(ink[:, 1:], near[:, :-1]).float().mean().item(),    # new ink far from the old
+            "vanish_rate": stray(ink[:, :-1], near[:, 1:]).float().mean().item()}  # old ink far from the new
 
 
 def judge_accuracy(judge: Judge, videos: int = 200, frames: int = 16, seed: int = 0, device="cpu") -> dict:

@@ -1177,6 +1177,7 @@ class Recipe:
     joint_images: int = 0       # video: single frames with their prompts added to every step (joint training)
     guidance: float = 1.0       # the guidance weight it is sampled at, recorded in its checkpoint (1: unguided)
     scratch: bool = False       # video: fresh weights, no image model inflated (the ablation of §3.3's claim)
+    temporal_only: bool = False # video: only the temporal layers learn; the image model's spatial layers stay frozen
     steps: int = 5000           # optimizer steps of a run (train.py --steps changes it)
 
     def check(self, stage: str):
@@ -1192,8 +1193,11 @@ class Recipe:
                              + ("clips of 2 frames or more" if clips else "single frames (frames=1)"))
         if stage == "interp" and (self.frames - 1) % INTERP_FACTOR:
             raise ValueError(f"frames for interp must be 1 + a multiple of {INTERP_FACTOR} (e.g. 16)")
-        if stage != "video" and (self.joint_images or self.scratch):
-            raise ValueError("joint_images and scratch apply to the video stage")
+        if stage != "video" and (self.joint_images or self.scratch or self.temporal_only):
+            raise ValueError("joint_images, scratch and temporal_only apply to the video stage")
+        if self.temporal_only and (self.joint_images or self.scratch):
+            raise ValueError("temporal_only trains the temporal layers of an inflated image model: no joint images "
+                             "(they pass only through the frozen spatial layers) and not from scratch")
 
 
 # The range of every recipe number: what a real run can use. Sizes beyond these are refused here; sizes
@@ -1210,6 +1214,7 @@ RECIPE_RANGES = {
     "joint_images": (0, 65536, "single frames added to every video step"),
     "guidance": (0, 100, "the guidance weight: past ~100 the guided v saturates every pixel"),
     "scratch": (0, 1, "a switch"),
+    "temporal_only": (0, 1, "a switch"),
     "steps": (1, 10_000_000, "optimizer steps: ten million is months on any machine"),
 }
 

@@ -255,7 +255,8 @@ def ctrl_c_at_loss_call(monkeypatch, n: int):
 SWITCHED_OFF = {"temporal_kernel": 0, "temporal_attention": False, "stride_embedding": False}
 
 
-EVAL_KEYS = {"adherence", "frame_accuracy", "consistency", "switch_rate", "motion", "motion_lag_ratio", "fd", "n"}
+EVAL_KEYS = {"adherence", "frame_accuracy", "consistency", "switch_rate", "jump_rate", "vanish_rate", "motion",
+             "motion_lag_ratio", "fd", "n"}
 
 
 TRAIN_BENCH_KEYS = {"bench", "stage", "preset", "device", "batch", "samples_per_s", "frames_per_s", "step_s",
@@ -1028,6 +1029,40 @@ def test_unlabeled_trains_exactly_the_temporal_weights(trained, tmp_path):
     assert changed and changed <= trainable  # the image model's weights are exactly as they were
 
 
+def test_video_stage_on_a_fresh_folder_inflates_the_shipped_image_model(trained, tmp_path, monkeypatch, capsys):
+    """No image model in --out: the shipped one of the preset (here a tiny copy) is copied in, said so in one line,
+    and only its temporal layers train: after two steps every spatial weight is bit-equal to the image model's."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in os.listdir(trained):
+        if name.startswith(("image.", "text-")):
+            shutil.copy(trained / name, shipped)
+    monkeypatch.setattr(cli, "SHIPPED_FOLDERS", {"tiny": str(shipped)})
+    out = tmp_path / "fresh"
+    train.main(["--stage", "video", "--preset", "tiny", "--out", str(out), "--steps", "2", "--sample-every", "0",
+                "--recipe", "batch=2", "frames=4"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("video: 2 steps into") and "on this machine" in lines[0]  # the ETA first
+    assert lines[1].startswith(f"{out}/ holds no image model: inflating the shipped one")
+    assert (out / "image.json").read_text() == (shipped / "image.json").read_text()
+    meta = mav.checkpoint_meta(str(out), "video")
+    assert meta["recipe"]["temporal_only"] and meta["recipe"]["joint_images"] == 0
+    image = mav.load_checkpoint(str(shipped), "image")[0].state_dict()
+    state = torch.load(out / "video-train.pt", weights_only=True)
+    temporal = mav.temporal_names(mav.UNetConfig(**state["config"]))
+    assert temporal and all(torch.equal(state["model"][k], v) for k, v in image.items())  # spatial: frozen
+    assert any(not torch.equal(state["model"][k], mav.inflate(image, mav.UNetConfig(**state["config"])).state_dict()[k])
+               for k in temporal)                                                 # temporal: trained
+
+
+def test_video_stage_defaults_to_the_shipped_image_models_preset(tmp_path):
+    args = train.parse_args(["--stage", "video", "--out", str(tmp_path / "new")])
+    assert args.preset == train.SHIPPED_IMAGE_PRESET and args.shipped_image == cli.SHIPPED
+    assert args.recipe == train.from_shipped_image(cli.SHIPPED)
+    own = train.parse_args(["--stage", "video", "--out", os.path.join(SHIPPED, "cpu"), "--overwrite"])
+    assert own.preset == "cpu" and own.shipped_image is None  # a folder with an image model: its own, its preset
+
+
 @pytest.mark.parametrize("stage", list(RESUME_RECIPES))
 def test_every_stage_resumes_bit_exactly(cascade, tmp_path, monkeypatch, stage):
     """3 steps, stop, --resume to 5 == 5 steps in one go: the same weights, EMA and optimizer state, bit for bit,
@@ -1093,6 +1128,16 @@ def test_fp16_steps_whose_gradients_overflow_are_skipped_and_counted(cache_dir, 
 
 
 # --- sampling: the cascade, the picture modes, the files written --------------------------------------------
+
+def test_sampling_a_folder_without_interp_and_sr_borrows_them(trained, cascade, tmp_path, monkeypatch, capsys):
+    """python train.py --stage video makes only the video model: sample.py takes interp and SR from the shipped
+    cascade of its preset (here a tiny one) and says so in one line."""
+    monkeypatch.setattr(cli, "SHIPPED_FOLDERS", {"tiny": str(cascade)})
+    out = tmp_path / "full.gif"
+    sample.main(["--checkpoints", str(trained), "--steps", "2", "--frames", "4", "--out", str(out)])
+    assert f"{trained}/ holds no interp or sr model: the shipped ones from" in capsys.readouterr().out
+    assert iio.imread(out).shape[:3] == (16, 64, 64)  # 4 frames -> 16, 32² -> 64²
+
 
 def test_sample_writes_a_16_frame_gif(trained, tmp_path, capsys):
     out = tmp_path / "clip.gif"
@@ -1373,6 +1418,25 @@ def test_switches_are_split_into_momentary_and_lasting():
     kinds = judge.switch_kinds(reads)
     assert kinds == {"momentary_switch_rate": 8 / 60, "lasting_switch_rate": 5 / 60}
     assert min(judge.switch_kinds(torch.tensor([[0, 1] * 8, [2, 2, 3] * 5 + [2]])).values()) >= 0
+
+
+def test_jump_and_vanish_rates_read_coherent_motion():
+    """A digit moving steadily reads clean; one put somewhere else for a frame jumps (its ink appears far from
+    the old and leaves the old place empty), one missing from a frame vanishes (and appears again after)."""
+    videos, _ = mav.MovingMNIST("test").sample(8, frames=16, generator=torch.Generator().manual_seed(0))
+    videos = mav.area_downsample(videos)[:, 0]                                       # n f 32 32, real motion
+    assert judge.jump_rates(videos) == {"jump_rate": 0.0, "vanish_rate": 0.0}
+    digit = torch.zeros(1, 16, 32, 32)
+    for f in range(16):
+        digit[0, f, 4:12, 2 + f:6 + f] = 1.0                                         # a bar moving 1 px a frame
+    assert judge.jump_rates(digit) == {"jump_rate": 0.0, "vanish_rate": 0.0}
+    jumped = digit.clone()
+    jumped[0, 8] = 0
+    jumped[0, 8, 20:28, 20:24] = 1.0                                                 # frame 8: somewhere else
+    assert judge.jump_rates(jumped) == pytest.approx({"jump_rate": 2 / 15, "vanish_rate": 2 / 15})  # there, back
+    vanished = digit.clone()
+    vanished[0, 8] = 0                                                               # frame 8: gone
+    assert judge.jump_rates(vanished) == pytest.approx({"jump_rate": 1 / 15, "vanish_rate": 1 / 15})  # gone, back
 
 
 def test_frechet_distance():

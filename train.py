@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -43,12 +44,19 @@ def parse_args(argv=None):
     p = parser()
     args = p.parse_args(argv)
     args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
+    args.preset = args.preset or default_preset(args.stage, args.out)
     args.out = args.out or os.path.join("runs", args.preset)
+    args.shipped_image = None
     check_args(p, args)
     if args.stage == "all":
         check_chain_out(p, args)
     else:
-        args.recipe = recipe_of(p, args.stage, args.recipe or [], args.unlabeled, args.steps)
+        args.recipe_changes = args.recipe or []
+        args.recipe = recipe_of(p, args.stage, args.recipe_changes, args.unlabeled, args.steps)
+        args.shipped_image = shipped_image(args)
+        if args.shipped_image:  # the study's recipe for this path, then the command's changes
+            args.recipe = recipe_of(p, args.stage, args.recipe_changes, args.unlabeled, args.steps,
+                                    row=from_shipped_image(args.shipped_image))
         if args.recipe.scratch and args.init:
             p.error("--recipe scratch=1 starts from fresh weights, --init from a checkpoint's: choose one")
         check_out(p, args)
@@ -65,8 +73,10 @@ def parser():
     what.add_argument("--stage", required=True, choices=TRAINABLE + ["all"],
                       help="which network to train; all = image, video, interp and sr in turn, into one --out, "
                            "sharing --time-limit (the laptop chain)")
-    what.add_argument("--preset", default="cpu", choices=list(mav.PRESETS),
-                      help="model size: tiny (tests), cpu (the laptop chain), small, base (GPU)")
+    what.add_argument("--preset", default=None, choices=list(mav.PRESETS),
+                      help="model size: tiny (tests), cpu (the laptop chain), small, base (GPU); default cpu, but "
+                           f"the video stage's is its image model's: {SHIPPED_IMAGE_PRESET} (the shipped GPU image "
+                           "model) where --out holds none of its own")
     what.add_argument("--recipe", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
                       help="change the stage's recipe (mav.RECIPES), e.g. --recipe batch=256 lr=1e-3; fields: "
                            + ", ".join(f.name for f in fields(mav.Recipe) if f.name != "steps"))
@@ -159,9 +169,11 @@ IDLE_FIELDS = {"judge": {"guidance": "the judge is a classifier: nothing is samp
                           "min_snr": "the judge's loss is a classifier's, not a diffusion loss"}}
 
 
-def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, steps: int | None = None) -> mav.Recipe:
-    """The stage's row of mav.RECIPES with --recipe's FIELD=VALUE changes (and --steps), checked."""
-    row = replace(mav.RECIPES[stage], steps=steps or mav.RECIPES[stage].steps)
+def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, steps: int | None = None,
+              row: mav.Recipe | None = None) -> mav.Recipe:
+    """The stage's row of mav.RECIPES (or `row`) with --recipe's FIELD=VALUE changes (and --steps), checked."""
+    row = row or mav.RECIPES[stage]
+    row = replace(row, steps=steps or row.steps)
     changes = parsed_changes(p, "--recipe", overrides, {f.name: getattr(row, f.name) for f in fields(mav.Recipe)
                                                          if f.name != "steps"})
     idle = [name for name in changes if name in IDLE_FIELDS.get(stage, ())]
@@ -236,6 +248,56 @@ ACTIVATION_WORDS = 32  # the base video step of 4 clips + 16 frames peaks at 1.5
 
 
 # --- what a stage starts from, and what it learns from ----------------------------------------
+
+# The paper's central move needs no image stage of one's own: where --out holds no image model, the video
+# stage inflates the shipped one of its preset and trains only what video adds (the temporal layers), for
+# the steps docs/ABLATIONS.md chose ("Your own video model"). Its preset, where none is given, is the GPU
+# image model's: drawn frame by frame it keeps its digits far better than the laptop one.
+SHIPPED_IMAGE_PRESET = "base"
+FROM_SHIPPED_IMAGE = dict(temporal_only=True, joint_images=0, steps=1000)  # and the image model's guidance
+
+
+def default_preset(stage: str, out: str | None) -> str:
+    """--preset, where none is given: the laptop chain's (cpu), except for the video stage, whose preset is its
+    image model's: the one in --out (runs/cpu/ by default), else the shipped one's (SHIPPED_IMAGE_PRESET)."""
+    if stage != "video":
+        return "cpu"
+    own = mav.checkpoint_meta(out or os.path.join("runs", "cpu"), "image")
+    return own.get("preset", "cpu") if own else SHIPPED_IMAGE_PRESET
+
+
+def shipped_image(args) -> str | None:
+    """The shipped folder whose image model a new video run inflates: where --out holds no image model of its
+    own (and the run is not from scratch, --init or --resume) and one is shipped at the run's preset."""
+    if args.stage != "video" or args.recipe.scratch or args.init or args.resume:
+        return None
+    if os.path.exists(os.path.join(args.out, "image.json")):
+        return None
+    folder = cli.SHIPPED_FOLDERS.get(args.preset)
+    return folder if folder and os.path.exists(os.path.join(folder, "image.json")) else None
+
+
+def from_shipped_image(folder: str) -> mav.Recipe:
+    """The video recipe for a shipped image model: FROM_SHIPPED_IMAGE, sampled at the image model's guidance."""
+    guidance = mav.checkpoint_meta(folder, "image").get("guidance", mav.GUIDANCE)
+    return replace(mav.RECIPES["video"], guidance=guidance, **FROM_SHIPPED_IMAGE)
+
+
+def adopt_shipped_image(args) -> str:
+    """Copy the shipped image model (and its text cache) into --out, where the video stage reads it and where
+    sampling finds it as the video model's expert. -> the line that says so."""
+    source = args.shipped_image
+    meta = mav.checkpoint_meta(source, "image")
+    os.makedirs(args.out, exist_ok=True)
+    names = ["image.safetensors", "image.json"] + [n for n in os.listdir(source) if n.startswith("text-")]
+    for name in names:
+        if not os.path.exists(os.path.join(args.out, name)):
+            shutil.copyfile(os.path.join(source, name), os.path.join(args.out, name + ".tmp"))
+            os.replace(os.path.join(args.out, name + ".tmp"), os.path.join(args.out, name))
+    return (f"{args.out}/ holds no image model: inflating the shipped one, {os.path.relpath(source)}/image.safetensors (preset "
+          f"{meta.get('preset')}, {meta.get('step', 0):,} steps), copied there; only its temporal layers train. "
+          f"Your own instead: python train.py --stage image --preset {args.preset} --out {args.out} first")
+
 
 def load_source(out, preset, stage, needed_by):
     """The checkpoint a stage starts from, or a one-line error that says how to make it."""
@@ -316,6 +378,14 @@ def optimizer_step(step_loss, model, optimizer, autocast, scaler):
     scaler.step(optimizer)
     scaler.update()
     return loss
+
+
+def train_only_temporal(model):
+    """Freeze every weight but the temporal layers': the inflated image model's spatial layers stay as it left
+    them (--unlabeled, and temporal_only=1)."""
+    temporal = mav.temporal_names(model.cfg)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in temporal)
 
 
 def compiled(module, mode: str):
@@ -437,10 +507,8 @@ class Trainer:
         self.model, self.text_encoder, self.origin = resumed_model(stage, state) if state else \
             build_model(args, stage, recipe)
         self.model.to(self.device)
-        if args.unlabeled:  # only the temporal layers learn: the image model's text control stays as it was
-            temporal = mav.temporal_names(self.model.cfg)
-            for name, p in self.model.named_parameters():
-                p.requires_grad_(name in temporal)
+        if args.unlabeled or recipe.temporal_only:
+            train_only_temporal(self.model)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.optimizer = self.model.configure_optimizers(recipe.lr, device_type=self.device.type)
         self.step = self.saved_step = self.restore(state)
@@ -704,6 +772,8 @@ def fresh_steps(model, stage: str, recipe: mav.Recipe, cache, device, precision:
     bench.py's baseline) -> (its StageLoss, one_step(module): one optimizer step through module -> the loss).
     The chain times two of them (step_seconds), bench.py more."""
     model.to(device)
+    if recipe.temporal_only:
+        train_only_temporal(model)
     step_loss = StageLoss(model, stage, recipe, cache, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, foreach=False, fused=False) if plain else \
         model.configure_optimizers(recipe.lr, device_type=device.type)
@@ -724,6 +794,14 @@ def step_seconds(args, stage: str, recipe: mav.Recipe, cache) -> float:
     for _ in range(2):
         one_step().item()  # .item(): the device has finished the step
     return (time.perf_counter() - t0) / 2
+
+
+def run_eta(args) -> str:
+    """One line: the run's steps and what they take on this machine (two timed steps of a fresh network)."""
+    encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER)
+    step_s = step_seconds(args, args.stage, args.recipe, mav.TextCache.load_or_build(args.out, encoder))
+    return (f"{args.stage}: {args.recipe.steps:,} steps into {args.out}/, about "
+            f"{duration(args.recipe.steps * step_s)} on this machine ({step_s:.2f} s a step)")
 
 
 def duration(seconds: float) -> str:
@@ -803,10 +881,25 @@ def resume_command(args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"device: {args.device}, precision: {args.precision} ({args.precision_why})")
-    if args.stage == "all":
-        return train_chain(args)
+    device = f"device: {args.device}, precision: {args.precision} ({args.precision_why})"
+    if args.stage == "all" or args.resume or args.stage == "judge" or not source_ready(args):
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(device)
+        return train_chain(args) if args.stage == "all" else train_stage(args)
+    adopted = adopt_shipped_image(args) if args.shipped_image else None  # before the timing: it brings the text cache
+    print(f"{run_eta(args)}; {device}")
+    if adopted:
+        print(adopted)
+    train_stage(args)
+
+
+def source_ready(args) -> bool:
+    """The stage's source checkpoint is there to start from (or it starts from none, or from --init)."""
+    source = None if args.recipe.scratch or args.init else mav.STAGES[args.stage].starts_from
+    return source is None or bool(args.shipped_image) or os.path.exists(os.path.join(args.out, source + ".json"))
+
+
+def train_stage(args):
     trainer = Trainer(args, args.stage, args.recipe, resume=args.resume)
     trainer.train()
     trainer.finish()
