@@ -317,7 +317,8 @@ SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints"
 SHIPPED_FOLDERS = {"base": SHIPPED, "cpu": os.path.join(SHIPPED, "cpu")}  # the shipped cascade of each preset
 
 # Upper bounds of a request: beyond them a run takes hours or more memory than a laptop has.
-LIMITS = {"steps": 1000, "interp_steps": 1000, "sr_steps": 1000, "frames": 64, "extend": 240, "scale": 16,
+LIMITS = {**{name: mav.CALL_RANGES[name][2] for name in ("steps", "interp_steps", "sr_steps", "frames")},
+          "extend": mav.CALL_RANGES["extend_frames"][2], "scale": 16,
           "num_samples": 1024}
 
 
@@ -363,9 +364,9 @@ def check_cascade(p, args, needs_base: bool = True):
         if value > limit:
             p.error(f"{flag} {value} is over its limit of {limit} (hours of compute or too much memory)")
     if args.guidance is not None and not guidance_in_range(args.guidance):
-        p.error(f"--guidance must be a number in {GUIDANCE_RANGE}, got {args.guidance:g}")
+        p.error(f"--guidance must be a number in {GUIDANCE_RANGE}, got {args.guidance!r}")
     if not 0 <= args.image_expert <= 1:  # nan fails too
-        p.error(f"--image-expert must be a number in 0 .. 1, got {args.image_expert:g}")
+        p.error(f"--image-expert must be a number in 0 .. 1, got {args.image_expert!r}")
     check_seed(args.seed, p.error)
     check_stages(p, args, needs_base)
     if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default

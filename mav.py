@@ -1497,6 +1497,34 @@ class ImageExpert(nn.Module):
 # are animated by the masked network (§7: the paper's image animation), a
 # `video` is varied (SDEdit: noised to t = `strength`, then denoised).
 
+# What a call may ask for, keyword -> (type, low, high, why): beyond these a run takes hours or the number
+# means nothing. The scripts' flags are checked by the same table (cli.py).
+CALL_RANGES = {
+    "steps": (int, 1, 1000, "diffusion steps of the base model"),
+    "interp_steps": (int, 1, 1000, "diffusion steps of interpolation"),
+    "sr_steps": (int, 1, 1000, "diffusion steps of super-resolution"),
+    "frames": (int, 1, 64, "frames the base model draws: temporal attention grows with frames²"),
+    "extend_frames": (int, 0, 240, "frames added after the base clip"),
+    "guidance": (float, 0, 100, "the guidance weight: past ~100 the guided v saturates every pixel"),
+    "image_expert": (float, 0, 1, "β, the image model's share of v̂"),
+    "strength": (float, 1e-6, 1, "how far from the given video: about 0 = the video, 1 = a fresh sample"),
+    "seed": (int, 0, 2 ** 63 - 1, "a torch.Generator seed"),
+}
+
+
+def check_call(**kw):
+    """Raise TypeError or ValueError, in one line naming the keyword, its value and its range, for a value of
+    CALL_RANGES that a call cannot use (a NaN, a float for a count, a count out of range)."""
+    for name, value in kw.items():
+        kind, low, high, why = CALL_RANGES[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)):
+            raise TypeError(f"{name}={value!r}: must be {'an int' if kind is int else 'a number'} ({why})")
+        if not (math.isfinite(value) and low <= value <= high):
+            bound = "2^63 - 1" if high == 2 ** 63 - 1 else f"{high:g}"
+            raise ValueError(f"{name}={value!r} is outside {low:g} .. {bound} ({why})")
+
+
 class Cascade:
     """The networks of one checkpoint folder, by cascade stage (base, interp, sr), and their text cache.
     `stages` are the ones a call runs; `models` may hold the masked network (interp) for --extend, --image
@@ -1528,12 +1556,33 @@ class Cascade:
     def __call__(self, prompts, seed: int = 0, **kw) -> tuple[torch.Tensor, float]:
         """A prompt or a list of them -> (videos (n f h w) in [0, 1] on the CPU, frames per second).
         Keywords: those of generate(); a `generator` replaces the seed."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        text = self.cache.embed(prompts).to(self.device)
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        if not (isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str) for p in prompts)):
+            raise TypeError(f"prompts={prompts!r}: must be a prompt or a non-empty list of them (strings)")
+        if "generator" not in kw:
+            check_call(seed=seed)
+        text = self.cache.embed(list(prompts)).to(self.device)
         null = self.cache.embed([""] * len(prompts)).to(self.device)
         generator = kw.pop("generator", None) or torch.Generator().manual_seed(seed)
         x, fps = self.generate(text, null, generator, **kw)
         return to_pixels(x)[:, 0].float().cpu(), fps
+
+    def check_inputs(self, n: int, frames: int, first, last, video, extend_frames: int):
+        """The networks a call needs are held, and its pictures have the shapes it needs (ValueError, one line)."""
+        need = ["interp"] * (first is not None or bool(extend_frames)) + ["base"] * (first is None)
+        missing = [stage for stage in need if stage not in self.models]
+        if missing:
+            raise ValueError(f"this cascade holds no {missing[0]} network (it holds {', '.join(self.models)}): "
+                             f"load it with {missing[0]!r} among its stages")
+        if last is not None and first is None:
+            raise ValueError("last= needs first= (the motion between two pictures)")
+        shapes = {"first": (first, (n, 1, BASE, BASE)), "last": (last, (n, 1, BASE, BASE)),
+                  "video": (video, (n, 1, frames, BASE, BASE))}
+        for name, (x, shape) in shapes.items():
+            if x is not None and (not torch.is_tensor(x) or tuple(x.shape) != shape):
+                got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+                raise ValueError(f"{name}: a tensor of shape {shape} in [-1, 1] (n 1 {'frames ' * (name == 'video')}"
+                                 f"h w), got {got}")
 
     def expert_weight(self, image_expert: float = IMAGE_EXPERT) -> float:
         """β as the base model samples with it: 0 where the cascade holds no image model."""
@@ -1555,6 +1604,10 @@ class Cascade:
         first, last: (n 1 32 32) pictures to animate; video: (n 1 frames 32 32) to vary; all in [-1, 1].
         image_expert: β of §11, if the cascade holds an image model (0: the video model alone, as the paper).
         progress(desc), if given, wraps each stage's steps (a tqdm, say); done(stage) is called as each ends."""
+        check_call(steps=steps, interp_steps=interp_steps, sr_steps=sr_steps, frames=frames,
+                   extend_frames=extend_frames, image_expert=image_expert, strength=strength,
+                   **({} if guidance is None else {"guidance": guidance}))
+        self.check_inputs(len(text), frames, first, last, video, extend_frames)
         n, bar, done = len(text), progress or (lambda desc: None), done or (lambda stage: None)
         common = dict(sampler=sampler, generator=generator)
         base = dict(steps=steps, guidance=self.guidance if guidance is None else guidance,

@@ -89,8 +89,10 @@ def check_request(p, args):
     if args.strength is not None and not args.variation:
         p.error("--strength applies to --variation")
     args.strength = 0.6 if args.strength is None else args.strength
-    if not 0 < args.strength <= 1:
-        p.error(f"--strength must be in (0, 1], got {args.strength:g}")
+    try:
+        mav.check_call(strength=args.strength)
+    except ValueError as e:
+        p.error(f"--strength: {e}")
     cli.check_cascade(p, args)
     if len(args.prompt) * args.num_samples > cli.LIMITS["num_samples"]:
         p.error(f"{len(args.prompt)} prompts x {args.num_samples} samples is over the limit of "

@@ -1129,6 +1129,47 @@ def test_fp16_steps_whose_gradients_overflow_are_skipped_and_counted(cache_dir, 
 
 # --- sampling: the cascade, the picture modes, the files written --------------------------------------------
 
+CASCADE_CALLS = [  # a learner's mistakes in Python -> the error and the words its one line must hold
+    (dict(steps=0), ValueError, "steps=0 is outside 1 .. 1000"),
+    (dict(steps=2.5), TypeError, "steps=2.5: must be an int"),
+    (dict(steps=10 ** 9), ValueError, "steps=1000000000 is outside"),
+    (dict(sr_steps=-1), ValueError, "sr_steps=-1 is outside"),
+    (dict(guidance=float("nan")), ValueError, "guidance=nan is outside 0 .. 100"),
+    (dict(guidance=float("inf")), ValueError, "guidance=inf is outside"),
+    (dict(guidance=-1), ValueError, "guidance=-1 is outside"),
+    (dict(image_expert=float("nan")), ValueError, "image_expert=nan is outside 0 .. 1"),
+    (dict(image_expert=1.5), ValueError, "image_expert=1.5 is outside"),
+    (dict(seed=-1), ValueError, "seed=-1 is outside 0 .. 2^63 - 1"),
+    (dict(seed=2 ** 70), ValueError, "seed=1180591620717411303424 is outside"),
+    (dict(seed=1.5), TypeError, "seed=1.5: must be an int"),
+    (dict(strength=2), ValueError, "strength=2 is outside"),
+    (dict(frames=0), ValueError, "frames=0 is outside 1 .. 64"),
+    (dict(frames=-3), ValueError, "frames=-3 is outside"),
+    (dict(extend_frames=-4), ValueError, "extend_frames=-4 is outside 0 .. 240"),
+    (dict(extend_frames=10 ** 6), ValueError, "extend_frames=1000000 is outside"),
+    (dict(prompts=[]), TypeError, "prompts=[]: must be a prompt or a non-empty list"),
+    (dict(prompts=[1, 2]), TypeError, "prompts=[1, 2]"),
+    (dict(first=torch.zeros(3, 3)), ValueError, "first: a tensor of shape (1, 1, 32, 32)"),
+    (dict(first=torch.zeros(1, 1, 32, 32), last=torch.zeros(2, 1, 32, 32)), ValueError, "last: a tensor of shape"),
+    (dict(video=torch.zeros(1, 1, 3, 32, 32)), ValueError, "video: a tensor of shape (1, 1, 16, 32, 32)"),
+]
+
+
+@pytest.mark.parametrize("kw,error,words", CASCADE_CALLS, ids=[str(c[0])[:40] for c in CASCADE_CALLS])
+def test_the_python_cascade_names_its_bad_argument(cascade, kw, error, words):
+    """Every bad keyword is refused before any step, in one line that names it, its value and its range."""
+    model = mav.Cascade.load(str(cascade))
+    kw = dict(kw)
+    with pytest.raises(error) as info:
+        model(kw.pop("prompts", "1 and 2"), **kw)
+    assert words in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_a_cascade_loaded_without_a_stage_a_call_needs_says_so(cascade):
+    with pytest.raises(ValueError, match="holds no base network .* load it with 'base' among its stages"):
+        mav.Cascade.load(str(cascade), stages=["interp"])("1 and 2")
+
+
 def test_sampling_a_folder_without_interp_and_sr_borrows_them(trained, cascade, tmp_path, monkeypatch, capsys):
     """python train.py --stage video makes only the video model: sample.py takes interp and SR from the shipped
     cascade of its preset (here a tiny one) and says so in one line."""
