@@ -58,7 +58,8 @@ def parse_args(argv=None):
     s = what.add_parser("sample", help="the cascade, stage by stage", formatter_class=cli.HelpFormatter)
     s.add_argument("--num-samples", type=int, default=16, help="prompts, drawn at random")
     s.add_argument("--seed", type=int, default=0)
-    cli.add_cascade_arguments(s.add_argument_group("the cascade"))
+    cli.add_cascade_arguments(s.add_argument_group("the cascade"), stages_help="comma-separated subset of "
+                              "base,interp,sr (default: every stage with a checkpoint)")
     for parser in (t, s):
         cli.add_device_arguments(parser.add_argument_group("hardware"))
     args = p.parse_args(argv)
@@ -68,7 +69,7 @@ def parse_args(argv=None):
         if not 1 <= args.steps <= 10_000:
             t.error(f"--steps must be in 1 .. 10000 (timed steps), got {args.steps}")
     else:
-        cli.check_cascade(s, args)
+        cli.check_cascade(s, args, image_alone=False)
     args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
     if args.what == "train":
         train.check_memory(t, args.stage, args.preset, args.recipe, args.model, args.device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -225,23 +226,80 @@ def read_frames(path: str) -> torch.Tensor:
 VIDEO_EXTS, IMAGE_EXTS = (".gif", ".mp4"), (".png",)
 
 
-def check_output_path(path: str, extensions: tuple) -> str:
-    """Refuse (InputError, one line) an output path that could not be written, before any work is done:
-    a wrong or missing extension, a folder, a place that cannot be written. Creates its folder."""
-    if os.path.isdir(path):
-        raise InputError(f"--out {path}: is a folder")
-    if os.path.splitext(path)[1].lower() not in extensions:
+# The first bytes of each kind of file a command writes: an existing --out is written over only if it is one.
+MAGIC = {".gif": (0, b"GIF8"), ".png": (0, b"\x89PNG"), ".mp4": (4, b"ftyp")}
+
+
+def check_output_path(path: str, extensions: tuple, sides: tuple = (), reading: tuple = ()) -> str:
+    """Refuse (InputError, one line) an output path, before any work and without making anything: a wrong
+    extension; a FIFO, device or folder in its place; a file of another kind already there (only a video this
+    kind of command wrote is written over); a place inside a checkpoint folder the command reads; a place that
+    cannot be written. `sides`: the extensions of the files written beside it (a grid's .txt, an evaluation's
+    .json), each written over only where it sits beside such a video (a pair the command wrote before)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in extensions:
         raise InputError(f"--out {path}: the file name must end in {' or '.join(extensions)}")
-    existed = os.path.exists(path)
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "ab"):
-            pass
-    except OSError as e:
-        raise InputError(f"--out {path}: cannot write there ({e.strerror})") from None
-    if not existed:
-        os.remove(path)
+    for folder in reading:
+        where, read = os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.realpath(folder)
+        if os.path.commonpath([where, read]) == read:
+            raise InputError(f"--out {path} lies in {folder}/, a checkpoint folder this command reads: "
+                             "write somewhere else")
+    ours = check_regular(path, "--out") and written_by_us(path, ext)
+    if os.path.exists(path) and not ours:
+        raise InputError(f"--out {path} exists and is not a {ext[1:].upper()} file: refused, so as not to write "
+                         "over it; choose another --out")
+    for side in sides:
+        beside = os.path.splitext(path)[0] + side
+        if check_regular(beside, "--out's") and not ours:
+            raise InputError(f"{beside} exists, and this command writes its {side} beside --out {path}, which is not "
+                             "there: refused, so as not to write over a file it did not make; choose another --out")
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), f"--out {path}")
     return path
+
+
+def check_regular(path: str, what: str) -> bool:
+    """True where `path` is a regular file, False where nothing is there; InputError for a FIFO, a device, a
+    folder (reading or writing one would block forever, never end, or fail after the work)."""
+    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
+        return False
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise InputError(f"{what} {path} is not a regular file (a folder, a FIFO or a device): refused")
+    return True
+
+
+def written_by_us(path: str, ext: str) -> bool:
+    offset, magic = MAGIC[ext]
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(offset + len(magic))[offset:] == magic
+    except OSError:
+        return False
+
+
+def check_writable_folder(folder: str, what: str):
+    """The nearest existing folder at or above `folder` can be written in (made and removed at once: nothing
+    is left, and no folder is made)."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"{what}: {existing} is a file, so no folder can be made under it")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-test-"))
+    except OSError as e:
+        raise InputError(f"{what}: cannot write there ({e.strerror or type(e).__name__})") from None
+
+
+def write_text(path: str, text: str):
+    """A side file (a grid's prompts, an evaluation's figures), whole or not at all."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.getpid()}.partial.txt")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_video(path: str, frames: np.ndarray, fps: float, scale: int = 1):
@@ -351,8 +409,9 @@ def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,i
                               f"alone, as the paper samples (default {mav.IMAGE_EXPERT:g})")
 
 
-def check_cascade(p, args, needs_base: bool = True):
-    """The cascade's flags (steps, limits, seed, stages, guidance), checked and resolved."""
+def check_cascade(p, args, needs_base: bool = True, image_alone: bool = True):
+    """The cascade's flags (steps, limits, seed, stages, guidance), checked and resolved. image_alone: the command
+    can run the image model alone (--stages image: sample.py's single frames)."""
     steps = args.steps or []
     if len(steps) > 3:
         p.error("--steps takes at most 3 numbers: base, interpolation, super-resolution")
@@ -369,6 +428,9 @@ def check_cascade(p, args, needs_base: bool = True):
         p.error(f"--image-expert must be a number in 0 .. 1, got {args.image_expert!r}")
     check_seed(args.seed, p.error)
     check_stages(p, args, needs_base)
+    if args.stages == ["image"] and not image_alone:
+        p.error(f"--stages image: single frames of the image model are sample.py's (python sample.py --stages image "
+                f"--prompt ...); {p.prog} runs the video cascade (base, interp, sr)")
     if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
         stage = "image" if args.stages == ["image"] else "video"
         args.guidance = mav.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)

@@ -57,14 +57,19 @@ def parse_args(argv=None):
     if args.num_samples is not None and not 1 <= args.num_samples <= cli.LIMITS["num_samples"]:
         p.error(f"--num-samples must be in 1 .. {cli.LIMITS['num_samples']}, got {args.num_samples}")
     args.num_samples = args.num_samples or {"interp": 32, "sr": 32}.get(args.what, 100)
-    cli.check_cascade(p, args, needs_base=args.what == "videos")
+    cli.check_cascade(p, args, needs_base=args.what == "videos", image_alone=False)
     if args.what == "videos" and args.out:
         try:
-            cli.check_output_path(args.out, cli.VIDEO_EXTS)
+            check_out(args.out, args)
         except cli.InputError as e:
             p.error(str(e))
     args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
     return args
+
+
+def check_out(out: str, args):
+    """The GIF of `videos` and its .txt and .json beside it: never over another's file, never in the folder read."""
+    cli.check_output_path(out, cli.VIDEO_EXTS, sides=(".txt", ".json"), reading=(args.checkpoints, cli.SHIPPED))
 
 
 def seeded_text(cache, labels, g, device):
@@ -77,6 +82,11 @@ def evaluate_videos(args):
     """Judge scores of the cascade's samples, beside real held-out clips (the ceiling) and the
     image model sampled frame by frame with independent noise (the baseline)."""
     stages = cli.choose_stages(args)
+    out = args.out or os.path.join("output", f"eval_{'_'.join(stages)}.gif")
+    try:
+        check_out(out, args)
+    except cli.InputError as e:
+        cli.die(str(e))
     models = cli.load_models(args, stages)
     judge = load_judge(args.checkpoints, args.device)
     n, chunk = args.num_samples, 16
@@ -101,12 +111,9 @@ def evaluate_videos(args):
         image_model = run.models["image"] if "image" in run.models else cli.load(args, "image")[0]  # loaded once
         result["baseline"] = image_model_baseline(args, judge, image_model, text, null, labels, g, real_features)
     result["seconds"] = round(seconds, 1)
-    out = args.out or os.path.join("output", f"eval_{'_'.join(stages)}.gif")
     cli.write_video(out, cli.video_grid(videos[:16]), fps=fps)
-    with open(os.path.splitext(out)[0] + ".txt", "w") as fh:
-        fh.write("\n".join(cache.prompts[i] for i in ids[:16].tolist()) + "\n")
-    with open(os.path.splitext(out)[0] + ".json", "w") as fh:
-        json.dump(result, fh, indent=2)
+    cli.write_text(os.path.splitext(out)[0] + ".txt", "\n".join(cache.prompts[i] for i in ids[:16].tolist()) + "\n")
+    cli.write_text(os.path.splitext(out)[0] + ".json", json.dumps(result, indent=2))
     print(json.dumps(result))
 
 

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -305,12 +306,15 @@ class TextCache:
         path = text_cache_path(folder, encoder_name)
         if os.path.exists(path) or os.path.exists(path + ".json"):
             try:
+                regular_file(path)
                 t = load_file(path)
-                with open(path + ".json") as fh:
-                    meta = json.load(fh)
-                return TextCache(meta["prompts"], Text(t["tokens"].float(), t["mask"].bool(), t["pooled"].float()),
-                                 meta["encoder"])
-            except Exception as e:  # truncated, or half of the pair missing: it is derived data, make it again
+                meta = read_json(path + ".json")
+                text = Text(t["tokens"].float(), t["mask"].bool(), t["pooled"].float())
+                if meta["prompts"] != all_prompts() or {len(text.tokens), len(text.mask), len(text.pooled)} != \
+                        {len(meta["prompts"])} or not all_finite(text):
+                    raise ValueError("its rows are not the training prompts' embeddings, all finite")
+                return TextCache(meta["prompts"], text, meta["encoder"])
+            except Exception as e:  # truncated, half of the pair, rows amiss: it is derived data, make it again
                 print(f"warning: cannot read the text-embedding cache {path} ({type(e).__name__}); "
                       + ("rebuilding it" if write else "embedding the prompts in memory"), file=sys.stderr)
         prompts = all_prompts()
@@ -1312,26 +1316,47 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or not the one asked for (one-line message)."""
 
 
-def atomic_save_tensors(tensors: dict, path: str, metadata=None):
+# Each file is written under a temporary name and renamed once whole (commit); a save of several files renames
+# them only when all are written, so a full disk or a kill mid-write leaves the previous set as it was.
+
+def write_tensors(tensors: dict, path: str, metadata=None) -> tuple[str, str]:
     tmp = path + ".tmp"
     save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # as any file the user writes (safetensors makes it 0600)
-    os.replace(tmp, path)
+    return tmp, path
 
 
-def atomic_write_json(obj, path: str):
+def write_json(obj, path: str) -> tuple[str, str]:
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    return tmp, path
+
+
+def write_torch(obj, path: str) -> tuple[str, str]:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    return tmp, path
+
+
+def commit(*written: tuple[str, str]):
+    """Rename each (temporary, final) pair: the files appear together, each whole."""
+    for tmp, path in written:
+        os.replace(tmp, path)
+
+
+def atomic_save_tensors(tensors: dict, path: str, metadata=None):
+    commit(write_tensors(tensors, path, metadata))
+
+
+def atomic_write_json(obj, path: str):
+    commit(write_json(obj, path))
 
 
 def atomic_torch_save(obj, path: str):
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    commit(write_torch(obj, path))
 
 
 def load_weights(model: nn.Module, state: dict):
@@ -1354,20 +1379,41 @@ def all_finite(tensors, dtype=None) -> bool:
     return all(bool(t.detach().to(dtype or t.dtype).isfinite().all()) for t in tensors if t.is_floating_point())
 
 
-def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
-    """Write <folder>/<stage>.safetensors (fp16) and <stage>.json."""
+def checkpoint_files(folder: str, stage: str, model: nn.Module, meta: dict) -> list[tuple[str, str]]:
+    """Write <folder>/<stage>.safetensors (fp16) and <stage>.json under temporary names, for commit()."""
     os.makedirs(folder, exist_ok=True)
     weights = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
-    atomic_save_tensors(weights, os.path.join(folder, stage + ".safetensors"))
-    atomic_write_json({"stage": stage, "config": asdict(model.cfg), **meta}, os.path.join(folder, stage + ".json"))
+    return [write_tensors(weights, os.path.join(folder, stage + ".safetensors")),
+            write_json({"stage": stage, "config": asdict(model.cfg), **meta}, os.path.join(folder, stage + ".json"))]
+
+
+def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
+    commit(*checkpoint_files(folder, stage, model, meta))
+
+
+JSON_BYTES = 1 << 20  # a checkpoint's JSON is a few kB: a bigger one (or /dev/zero behind a link) is not one
+
+
+def regular_file(path: str, limit: int | None = None):
+    """Raise CheckpointError unless `path` is a regular file (a FIFO would block the read forever, a device never
+    end it) of at most `limit` bytes."""
+    if not os.path.isfile(path) or not stat.S_ISREG(os.stat(path).st_mode):
+        raise CheckpointError(f"{path} is not a regular file" if os.path.exists(path) else f"no {path}")
+    if limit is not None and os.path.getsize(path) > limit:
+        raise CheckpointError(f"{path} is {os.path.getsize(path):,} bytes: not a checkpoint's JSON (a few kB)")
+
+
+def read_json(path: str):
+    regular_file(path, JSON_BYTES)
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def checkpoint_meta(folder: str, stage: str) -> dict:
     """The JSON beside a checkpoint, or {} if there is none (or it is not a JSON object: load_checkpoint says so)."""
     try:
-        with open(os.path.join(folder, stage + ".json")) as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError):
+        meta = read_json(os.path.join(folder, stage + ".json"))
+    except (OSError, ValueError, CheckpointError):
         return {}
     return meta if isinstance(meta, dict) else {}
 
@@ -1379,15 +1425,26 @@ def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
     if not (os.path.exists(weights) and os.path.exists(config)):
         raise CheckpointError(f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json)")
     try:
-        with open(config) as fh:
-            meta = json.load(fh)
+        regular_file(weights)
+        meta = read_json(config)
         if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)):
             raise CheckpointError(f"{config} is not a checkpoint's JSON (an object with its model's config)")
         if build is None and not isinstance(meta.get("text_encoder"), str):
             raise CheckpointError(f"{config} names no text_encoder (the encoder the network was trained with)")
+        if build is None and not (meta["text_encoder"] == DEFAULT_TEXT_ENCODER or os.path.isdir(meta["text_encoder"])):
+            raise CheckpointError(f"{config} names the text encoder {meta['text_encoder'][:100]!r}, which is not on "
+                                  f"this machine (the packaged {DEFAULT_TEXT_ENCODER}, or a local folder): refused, "
+                                  "not downloaded")
+        if build is None:
+            check_config(meta["config"])
         state = load_file(weights)
+        odd = next((k for k, v in state.items() if v.dtype not in (torch.float16, torch.bfloat16, torch.float32)), None)
+        if odd:
+            raise CheckpointError(f"{weights}: {odd} is stored as {state[odd].dtype}, not as floating-point weights")
         model = (build or network)(meta["config"])
         load_weights(model, {k: v.float() for k, v in state.items()})
+    except CheckpointError:
+        raise
     except Exception as e:  # truncated file, bad JSON, wrong keys or shapes ...
         raise CheckpointError(f"cannot read the {stage} checkpoint in {folder}/: {type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
@@ -1396,6 +1453,32 @@ def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
     if not all_finite(state.values()):
         raise CheckpointError(f"{weights} holds weights that are not finite: a broken run's, refused")
     return model.to(device).eval(), meta
+
+
+# The sizes a config may hold, field -> (low, high): wider than any preset by far, yet a network that a laptop
+# can build. Checked by arithmetic before anything is built: a JSON's res_blocks 100000 is refused, not built.
+CONFIG_SIZES = {"channels": (1, 1024), "res_blocks": (1, 16), "head_dim": (1, 1024), "text_dim": (1, 4096),
+                "in_channels": (1, 16), "cond_channels": (0, 16), "out_channels": (1, 16)}
+MAX_PARAMS = 200_000_000  # ~25x the base preset's video model
+
+
+def check_config(config: dict):
+    """Raise CheckpointError (one line) for a config whose sizes are out of CONFIG_SIZES or whose network would
+    hold more than MAX_PARAMS weights (estimated: two 3x3 convolutions per ResBlock, down and up)."""
+    channels = config.get("channels")
+    if not (isinstance(channels, (list, tuple)) and 1 <= len(channels) <= 6):
+        raise CheckpointError(f"config channels={channels!r}: a list of 1 to 6 widths")
+    for name, (low, high) in CONFIG_SIZES.items():
+        for value in (channels if name == "channels" else [config.get(name, getattr(UNetConfig, name))]):
+            if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+                raise CheckpointError(f"config {name}={value!r} is outside {low} .. {high}")
+    levels = config.get("attn_levels", ())
+    if not (isinstance(levels, (list, tuple)) and all(isinstance(k, int) and 0 <= k < len(channels) for k in levels)):
+        raise CheckpointError(f"config attn_levels={levels!r}: levels of the {len(channels)} the network has")
+    params = sum(2 * 2 * 9 * c * c * config.get("res_blocks", 1) for c in channels)
+    if params > MAX_PARAMS:
+        raise CheckpointError(f"config channels={list(channels)} res_blocks={config.get('res_blocks')}: about "
+                              f"{params / 1e6:,.0f}M weights, over {MAX_PARAMS / 1e6:,.0f}M")
 
 
 def network(config: dict) -> UNet:

@@ -62,10 +62,19 @@ def parser():
     return p
 
 
+PROMPT_FILE_BYTES = 1 << 20  # 1 MiB: tens of thousands of prompts, far past --num-samples' limit
+
+
 def read_prompt_file(p, path: str) -> list[str]:
     try:
+        if not cli.check_regular(path, "--prompt-file"):
+            p.error(f"--prompt-file: no such file {path}")
+        if os.path.getsize(path) > PROMPT_FILE_BYTES:
+            p.error(f"--prompt-file: {path} is over {PROMPT_FILE_BYTES >> 20} MiB: not a list of prompts")
         with open(path, encoding="utf-8") as fh:
             prompts = [q.strip() for line in fh for q in line.split(",") if q.strip()]
+    except cli.InputError as e:
+        p.error(str(e))
     except OSError as e:
         p.error(f"--prompt-file: cannot read {path} ({e.strerror})")
     except ValueError:
@@ -108,7 +117,9 @@ def check_out(p, args):
         name = slug(distinct[0]) if len(distinct) == 1 else "grid"
         args.out = os.path.join("output", name + (".png" if image else ".gif"))
     try:
-        cli.check_output_path(args.out, cli.IMAGE_EXTS if image else cli.VIDEO_EXTS)
+        grid = len(args.prompt) * args.num_samples > 1  # its prompts go beside it, in a .txt
+        cli.check_output_path(args.out, cli.IMAGE_EXTS if image else cli.VIDEO_EXTS, sides=(".txt",) * grid,
+                              reading=(args.checkpoints, cli.SHIPPED))
     except cli.InputError as e:
         p.error(str(e))
 
@@ -162,8 +173,7 @@ def write(args, frames: torch.Tensor, prompts: list[str], fps: float, what: str,
     n = len(frames)
     cli.write_video(args.out, cli.video_grid(frames, pad=2 if n > 1 else 0, cols=cols), fps=fps, scale=args.scale)
     if n > 1:  # the prompts in grid order, row by row
-        with open(os.path.splitext(args.out)[0] + ".txt", "w") as fh:
-            fh.write("\n".join(prompts) + "\n")
+        cli.write_text(os.path.splitext(args.out)[0] + ".txt", "\n".join(prompts) + "\n")
     print(f"wrote {args.out} ({what})")
 
 

@@ -610,7 +610,8 @@ def test_without_temporal_conv_and_attention_the_video_model_sees_frames_apart()
 
 def test_checkpoint_round_trip(tmp_path):
     model = randomized(mav.UNet(TINY))
-    mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": "enc", "step": 7, "preset": "tiny"})
+    mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": mav.DEFAULT_TEXT_ENCODER, "step": 7,
+                                                           "preset": "tiny"})
     loaded, meta = mav.load_checkpoint(str(tmp_path), "image")
     assert meta["step"] == 7 and loaded.cfg == model.cfg
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
@@ -1677,7 +1678,7 @@ def test_resume_refuses_another_run(trained, tmp_path, capsys):
 
 def test_interrupted_write_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     model = randomized(mav.UNet(TINY))
-    mav.save_checkpoint(str(tmp_path), "image", model, {"step": 1, "text_encoder": "enc"})
+    mav.save_checkpoint(str(tmp_path), "image", model, {"step": 1, "text_encoder": mav.DEFAULT_TEXT_ENCODER})
     good = (tmp_path / "image.safetensors").read_bytes()
 
     def dies_halfway(tensors, path, metadata=None):  # as if SIGKILL struck during the write
@@ -1686,7 +1687,7 @@ def test_interrupted_write_keeps_the_last_checkpoint(tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(mav, "save_file", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        mav.save_checkpoint(str(tmp_path), "image", mav.UNet(TINY), {"step": 2, "text_encoder": "enc"})
+        mav.save_checkpoint(str(tmp_path), "image", mav.UNet(TINY), {"step": 2, "text_encoder": mav.DEFAULT_TEXT_ENCODER})
     assert (tmp_path / "image.safetensors").read_bytes() == good
     assert mav.load_checkpoint(str(tmp_path), "image")[1]["step"] == 1
 
@@ -1982,3 +1983,181 @@ def test_resume_refuses_a_state_that_would_run_code(cache_dir, tmp_path, capsys)
     expect_one_line_error(capsys, lambda argv: tiny_image_run(out, 2, "--resume"), None,
                           "holds more than tensors and plain values; refused")
     assert not marker.exists()
+
+
+# --- issue 52: no file of another's written over, no hang, one run per folder, whole saves -----------------
+
+def spoiled(folder, kind):
+    """The path a case of OUTPUT_CASES needs made in `folder` before the command runs."""
+    if kind == "txt-alone":
+        (folder / "requirements.txt").write_text("torch\n")
+    elif kind == "not-a-gif":
+        (folder / "notes.gif").write_text("my notes\n")
+    elif kind == "fifo":
+        os.mkfifo(folder / "pipe.gif")
+    elif kind == "txt-folder":
+        (folder / "grid.gif").write_bytes(b"GIF89a")
+        (folder / "grid.txt").mkdir()
+    elif kind == "json-folder":
+        (folder / "eval.gif").write_bytes(b"GIF89a")
+        (folder / "eval.json").mkdir()
+
+
+OUTPUT_CASES = [  # (main, argv with {t}: the test's folder and {c}: the checkpoints, what to spoil, the words)
+    ("evaluate", ["--checkpoints", "{c}", "--stages", "base", "--num-samples", "1", "--out", "{c}/video.gif"], None,
+     "a checkpoint folder this command reads"),
+    ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--prompt", "3 and 4", "--out", "{t}/requirements.gif"],
+     "txt-alone", "requirements.txt exists, and this command writes its .txt beside"),
+    ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--out", "{t}/notes.gif"], "not-a-gif",
+     "exists and is not a GIF file"),
+    ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--out", "{t}/pipe.gif"], "fifo",
+     "is not a regular file"),
+    ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--prompt", "3 and 4", "--out", "{t}/grid.gif"],
+     "txt-folder", "grid.txt is not a regular file"),
+    ("evaluate", ["--checkpoints", "{c}", "--stages", "base", "--num-samples", "1", "--out", "{t}/eval.gif"],
+     "json-folder", "eval.json is not a regular file"),
+    ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--out", "{c}/clip.gif"], None,
+     "a checkpoint folder this command reads"),
+]
+
+
+@pytest.mark.parametrize("script,argv,kind,needle", OUTPUT_CASES, ids=[f"{c[0]}-{c[2]}" for c in OUTPUT_CASES])
+def test_nothing_is_written_over_a_file_the_project_did_not_make(trained, tmp_path, capsys, script, argv, kind,
+                                                                  needle):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(trained, folder)
+    spoiled(tmp_path, kind)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    main = {"sample": sample.main, "evaluate": evaluate.main}[script]
+    expect_one_line_error(capsys, main, [a.format(t=tmp_path, c=folder) for a in argv], needle)
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def test_a_refused_sample_makes_no_folder(tmp_path, capsys):
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(tmp_path / "none"), "--prompt", "1 and 2",
+                                                "--out", str(tmp_path / "new" / "clip.gif")], "no video checkpoint")
+    assert not (tmp_path / "new").exists()
+
+
+def test_init_through_a_link_to_out_is_refused(trained, tmp_path, capsys):
+    os.symlink(trained, tmp_path / "link")
+    expect_one_line_error(capsys, train.main, ["--stage", "video", "--preset", "tiny", "--init", str(trained),
+                                               "--out", str(tmp_path / "link"), "--overwrite"], "is --out itself")
+
+
+def test_no_read_blocks_or_never_ends(trained, tmp_path, capsys):
+    """A FIFO or a device where a file is read is refused at once; a JSON's sizes are checked by arithmetic."""
+    expect_one_line_error(capsys, sample.main, ["--prompt-file", "/dev/zero"], "is not a regular file")
+    fifo = tmp_path / "fifo"
+    shutil.copytree(trained, fifo)
+    os.remove(fifo / "video.json")
+    os.mkfifo(fifo / "video.json")
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(fifo), "--prompt", "1 and 2", "--stages", "base",
+                                                "--out", str(tmp_path / "a.gif")], "video.json is not a regular file")
+    zero = tmp_path / "zero"
+    shutil.copytree(trained, zero)
+    os.remove(zero / "video.json")
+    os.symlink("/dev/zero", zero / "video.json")
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(zero), "--prompt", "1 and 2", "--stages", "base",
+                                                "--out", str(tmp_path / "b.gif")], "video.json is not a regular file")
+    huge = tmp_path / "huge"
+    shutil.copytree(trained, huge)
+    meta = mav.checkpoint_meta(str(huge), "video")
+    mav.atomic_write_json({**meta, "config": {**meta["config"], "res_blocks": 100000}}, str(huge / "video.json"))
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(huge), "--prompt", "1 and 2", "--stages", "base",
+                                                "--out", str(tmp_path / "c.gif")], "res_blocks=100000 is outside")
+    os.mkfifo(tmp_path / "state.pt")
+    expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "tiny", "--out", str(tmp_path / "run"),
+                                               "--resume", str(tmp_path / "state.pt")], "is not a regular file")
+
+
+def test_one_run_per_folder(cache_dir, tmp_path, capsys):
+    """A live run's lock refuses a second run into its folder; a dead run's lock is taken over in one line, and
+    the half-written files of its last save are removed."""
+    out = tmp_path / "run"
+    shutil.copytree(cache_dir, out)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "train.lock").write_text(f"{sleeper.pid}\n")
+        expect_one_line_error(capsys, lambda argv: tiny_image_run(*argv), [out, 2],
+                              f"being written by another run (pid {sleeper.pid}")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (out / "image-train.pt.tmp").write_bytes(b"half")
+    tiny_image_run(out, 2)
+    err = capsys.readouterr().err
+    assert f"its run (pid {sleeper.pid}) is gone; taking the folder over" in err
+    assert not (out / "train.lock").exists() and not list(out.glob("*.tmp"))
+
+
+def test_a_save_that_runs_out_of_room_keeps_the_last_pair(cache_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "full"
+    shutil.copytree(cache_dir, out)
+    tiny_image_run(out, 2)
+    pair = {n: (out / n).read_bytes() for n in ("image.safetensors", "image.json", "image-train.pt")}
+    real = mav.checkpoint_files
+
+    def disk_fills(folder, *args):  # the state is written, the weights are not
+        real(folder, *args)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mav, "checkpoint_files", disk_fills)
+    with pytest.raises(SystemExit) as info:
+        tiny_image_run(out, 4, "--resume")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert info.value.code == 1 and len(err) == 1 and "No space left on device" in err[0]
+    assert "cannot save step 4" in err[0] and "last good checkpoint (step 2)" in err[0]
+    assert pair == {n: (out / n).read_bytes() for n in pair} and not list(out.glob("*.tmp"))
+
+
+def test_resume_states_are_checked_like_checkpoints(trained, tmp_path, capsys):
+    state = torch.load(trained / "video-train.pt", weights_only=True)
+    wide = mav.UNetConfig(**{**state["config"], "channels": [24, 48]})
+    nan_model = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
+    cases = [({"config": asdict_of(wide)}, "do not fit its config"), ({"config": "tiny"}, "a config of type str"),
+             ({"model": nan_model}, "model weights that are not finite"), ({"step": -5}, "has step -5"),
+             ({"rng_cpu": [torch.zeros(3, dtype=torch.uint8)]}, "no usable RNG state")]
+    for change, needle in cases:
+        torch.save({**state, **change}, tmp_path / "state.pt")
+        expect_one_line_error(capsys, train.main, ["--stage", "video", "--preset", "tiny", "--out",
+                                                   str(tmp_path / "run"), "--resume", str(tmp_path / "state.pt")],
+                              needle)
+
+
+def asdict_of(cfg):
+    from dataclasses import asdict
+    return asdict(cfg)
+
+
+def test_text_caches_and_checkpoints_are_checked(cache_dir, trained, tmp_path, capsys):
+    """A cache with rows missing or NaN values is made again (sampling embeds in memory); a checkpoint naming a
+    text encoder not on this machine, or holding int8 weights, is refused in one line."""
+    original = mav.TextCache.load_or_build(str(cache_dir))
+    for spoil in ("short", "nan"):
+        folder = tmp_path / spoil
+        shutil.copytree(cache_dir, folder)
+        path = mav.text_cache_path(str(folder), mav.DEFAULT_TEXT_ENCODER)
+        t = safetensors.torch.load_file(path)
+        t = {k: v[:5] for k, v in t.items()} if spoil == "short" else {**t, "tokens": t["tokens"] * float("nan")}
+        safetensors.torch.save_file(t, path)
+        read = mav.TextCache.load_or_build(str(folder), write=False)
+        assert torch.equal(read.text.pooled, original.text.pooled) and "in memory" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    shutil.copytree(trained, foreign)
+    meta = mav.checkpoint_meta(str(foreign), "video")
+    mav.atomic_write_json({**meta, "text_encoder": "someone/else-v1"}, str(foreign / "video.json"))
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(foreign), "--prompt", "1 and 2", "--stages",
+                                                "base", "--out", str(tmp_path / "f.gif")], "refused, not downloaded")
+    ints = tmp_path / "ints"
+    shutil.copytree(trained, ints)
+    w = safetensors.torch.load_file(ints / "video.safetensors")
+    name = next(iter(w))
+    safetensors.torch.save_file({**w, name: w[name].to(torch.int8)}, ints / "video.safetensors")
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(ints), "--prompt", "1 and 2", "--stages", "base",
+                                                "--out", str(tmp_path / "i.gif")], "is stored as torch.int8")
+
+
+@pytest.mark.parametrize("main,argv", [(evaluate.main, ["--stages", "image"]),
+                                       (bench.main, ["sample", "--stages", "image"])])
+def test_scripts_that_make_videos_refuse_the_image_stage_alone(capsys, main, argv):
+    expect_one_line_error(capsys, main, argv, "--stages image: single frames of the image model are sample.py's")

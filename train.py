@@ -15,6 +15,8 @@ the steps with --steps) and writes
 <out>/<stage>.safetensors + .json (EMA weights, what sampling uses), <out>/<stage>-train.pt (the full
 state, for --resume), <out>/<stage>.log (the loss) and sample grids under <out>/samples/.
 """
+import atexit
+import contextlib
 import copy
 import math
 import os
@@ -212,11 +214,12 @@ def check_out(p, args):
     """Never write over a checkpoint unasked: a finished or stopped run is continued (--resume of its own
     state), or replaced only with --overwrite; --init and --resume PATH keep the rule of a fresh run."""
     cli.check_output_folder(args.out, p.error)
-    if args.init and os.path.abspath(args.init) == os.path.abspath(args.out):
+    if args.init and os.path.realpath(args.init) == os.path.realpath(args.out):  # links followed
         p.error(f"--init {args.init} is --out itself: the run would write over the checkpoint it starts from; "
                 "give another --out")
     own_state = os.path.join(args.out, f"{args.stage}-train.pt")
-    continues_own = args.resume is True or (args.resume and os.path.abspath(args.resume) == os.path.abspath(own_state))
+    same = lambda a, b: os.path.realpath(a) == os.path.realpath(b)  # links followed
+    continues_own = args.resume is True or (args.resume and same(args.resume, own_state))
     if continues_own or args.overwrite:
         return
     for name in (f"{args.stage}.safetensors", f"{args.stage}-train.pt"):
@@ -294,9 +297,9 @@ def adopt_shipped_image(args) -> str:
         if not os.path.exists(os.path.join(args.out, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(args.out, name + ".tmp"))
             os.replace(os.path.join(args.out, name + ".tmp"), os.path.join(args.out, name))
-    return (f"{args.out}/ holds no image model: inflating the shipped one, {os.path.relpath(source)}/image.safetensors (preset "
-          f"{meta.get('preset')}, {meta.get('step', 0):,} steps), copied there; only its temporal layers train. "
-          f"Your own instead: python train.py --stage image --preset {args.preset} --out {args.out} first")
+    return (f"{args.out}/ holds no image model: inflating the shipped one, {os.path.relpath(source)}/image.safetensors "
+            f"(preset {meta.get('preset')}, {meta.get('step', 0):,} steps), copied there; only its temporal layers "
+            f"train. Your own instead: python train.py --stage image --preset {args.preset} --out {args.out} first")
 
 
 def load_source(out, preset, stage, needed_by):
@@ -380,6 +383,67 @@ def optimizer_step(step_loss, model, optimizer, autocast, scaler):
     return loss
 
 
+def remove_partial_saves(folder: str, stage: str):
+    """A save's files under their temporary names (a full disk, a kill mid-save): never a checkpoint."""
+    for name in (f"{stage}.safetensors", f"{stage}.json", f"{stage}-train.pt"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name + ".tmp"))
+
+
+class SaveFailed(Exception):
+    """A save that could not be written whole (one-line message); the last good pair is kept."""
+
+
+class FolderLock:
+    """One run per --out: <out>/train.lock holds the pid of the run writing there, for its lifetime. A second run
+    is refused in one line; a lock whose run is gone (killed) is taken over, and the half-written files of its
+    last save removed."""
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, "train.lock")
+        os.makedirs(folder, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                pid = self.holder()
+                if pid and pid != os.getpid() and alive(pid):
+                    cli.die(f"{folder}/ is being written by another run (pid {pid}, {self.path}): one run per "
+                            "folder; wait for it, stop it, or give another --out")
+                if pid != os.getpid():
+                    print(f"{self.path}: its run (pid {pid}) is gone; taking the folder over", file=sys.stderr)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        for stage in [*TRAINABLE, "chain"]:
+            remove_partial_saves(folder, stage)
+        atexit.register(self.release)  # also where the process ends past main's finally
+
+    def holder(self) -> int | None:
+        try:
+            with open(self.path) as fh:
+                return int(fh.read(32).strip())
+        except (OSError, ValueError):
+            return None
+
+    def release(self):
+        if self.holder() == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def train_only_temporal(model):
     """Freeze every weight but the temporal layers': the inflated image model's spatial layers stay as it left
     them (--unlabeled, and temporal_only=1)."""
@@ -411,8 +475,10 @@ TRAIN_STATE_KEYS = ("stage", "config", "model", "ema", "optimizer", "step", "rng
 
 def load_train_state(path, stage, preset, unlabeled):
     """The full training state for --resume, refused (one line) if it is another run's."""
-    if not os.path.exists(path):
-        cli.die(f"--resume: no {path}")
+    try:
+        mav.regular_file(path)  # a FIFO would block the read forever
+    except mav.CheckpointError as e:
+        cli.die(f"--resume: {e}")
     try:  # tensors and plain values only: a resume file from anywhere can run no code as it loads
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -425,6 +491,9 @@ def load_train_state(path, stage, preset, unlabeled):
             if isinstance(state, dict) else f"a {type(state).__name__}"
         cli.die(f"--resume: {path} is {what}, not the training state a run saves (<out>/<stage>-train.pt: a dict "
                 f"of {', '.join(TRAIN_STATE_KEYS)})")
+    why = state_problem(state)
+    if why:
+        cli.die(f"--resume: {path} {why}: not a state a run saves; refused")
     mine = dict(stage=stage, preset=preset, unlabeled=unlabeled)
     for key, value in mine.items():
         if key == "preset" and stage == "judge":
@@ -434,11 +503,37 @@ def load_train_state(path, stage, preset, unlabeled):
     return state
 
 
+def state_problem(state: dict) -> str | None:
+    """What makes a loaded training state unusable, in a few words, or None: its step, its RNG states, its
+    config and weights (the network its config builds must take them, and every number must be finite)."""
+    step = state["step"]
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+        return f"has step {step!r}"
+    rng = state["rng_cpu"]
+    good_rng = lambda r: torch.is_tensor(r) and r.dtype == torch.uint8 and r.shape == torch.get_rng_state().shape
+    if not (isinstance(rng, list) and rng and all(good_rng(r) for r in rng)):
+        return "holds no usable RNG state"
+    if not isinstance(state["config"], dict):
+        return f"has a config of type {type(state['config']).__name__}"
+    for key in ("model", "ema"):
+        weights = state[key]
+        if not (isinstance(weights, dict) and all(torch.is_tensor(v) for v in weights.values())):
+            return f"has no {key} weights"
+        if not mav.all_finite(weights.values()):
+            return f"holds {key} weights that are not finite"
+    return None
+
+
 def resumed_model(stage, state):
     """The network of a saved training state, with its weights. -> (model, text encoder, origin)."""
     config = state["config"]
-    model = judge.build_judge(config) if stage == "judge" else mav.network(config)
-    model.load_state_dict(mav.renamed(state["model"]))
+    try:
+        if stage != "judge":
+            mav.check_config(config)
+        model = judge.build_judge(config) if stage == "judge" else mav.network(config)
+        mav.load_weights(model, state["model"])
+    except (mav.CheckpointError, TypeError, ValueError) as e:
+        cli.die(f"--resume: the state's weights do not fit its config ({str(e).splitlines()[0][:200]}); refused")
     return model, state["text_encoder"], state["origin"]
 
 
@@ -535,8 +630,11 @@ class Trainer:
         if state is None:
             torch.manual_seed(self.args.seed + self.rank)  # each rank its own data
             return 0
-        self.ema.load_state_dict(mav.renamed(state["ema"]))
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            mav.load_weights(self.ema, state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (mav.CheckpointError, KeyError, TypeError, ValueError) as e:
+            cli.die(f"--resume: its EMA or optimizer state does not fit the network ({str(e).splitlines()[0][:200]})")
         if len(state["rng_cpu"]) == self.world:  # each rank continues its own random stream
             torch.set_rng_state(state["rng_cpu"][self.rank])
             if self.device.type == "cuda" and state.get("rng_cuda"):
@@ -596,13 +694,18 @@ class Trainer:
                     train_seconds=round(seconds, 1), **self.origin)
         if stage in ("image", "video"):  # the weight sample.py draws them at; interp and SR run unguided
             meta["guidance"] = self.recipe.guidance
-        mav.save_checkpoint(args.out, stage, self.ema, {**meta, **({"metrics": metrics} if metrics else {})})
-        mav.atomic_torch_save(dict(stage=stage, preset=args.preset, text_encoder=self.text_encoder,
-                                   unlabeled=args.unlabeled, config=asdict(self.model.cfg), origin=self.origin,
-                                   model=self.model.state_dict(), ema=self.ema.state_dict(), step=self.step,
-                                   optimizer=self.optimizer.state_dict(), rng_cpu=rng, rng_cuda=rng_cuda,
-                                   scaler=self.scaler.state_dict(), skipped=self.skipped,
-                                   train_seconds=seconds), self.state_path)
+        state = dict(stage=stage, preset=args.preset, text_encoder=self.text_encoder, unlabeled=args.unlabeled,
+                     config=asdict(self.model.cfg), origin=self.origin, model=self.model.state_dict(),
+                     ema=self.ema.state_dict(), step=self.step, optimizer=self.optimizer.state_dict(), rng_cpu=rng,
+                     rng_cuda=rng_cuda, scaler=self.scaler.state_dict(), skipped=self.skipped, train_seconds=seconds)
+        try:  # all written, then all renamed: the EMA checkpoint and its training state stay a pair
+            mav.commit(mav.write_torch(state, self.state_path),
+                       *mav.checkpoint_files(args.out, stage, self.ema, {**meta, **({"metrics": metrics} if metrics
+                                                                                     else {})}))
+        except Exception as e:  # a full disk, a file-size limit: one line, and no half-written file left
+            remove_partial_saves(args.out, stage)
+            why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise SaveFailed(f"cannot save step {self.step} into {args.out}/ ({why}); {self.last_good()}") from None
         self.saved_step = self.step
 
     def stop_reason(self, stop: StopSignal) -> str | None:
@@ -693,6 +796,9 @@ class Trainer:
                 self.watch(last=self.step == r.steps)
             if reason:
                 self.save()
+        except SaveFailed as e:  # the bar's line ended first, so the message is a line of its own
+            bar.close()
+            cli.die(str(e), code=1)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now
             bar.close()
             cli.die(f"interrupted again at step {self.step}: stopped without saving; {self.last_good()}", code=130)
@@ -881,9 +987,22 @@ def resume_command(args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    lock = FolderLock(args.out) if int(os.environ.get("RANK", 0)) == 0 else None
+    try:
+        run(args)
+    except SaveFailed as e:  # a save outside the loop's (the judge's accuracy, say)
+        cli.die(str(e), code=1)
+    finally:
+        if lock:
+            lock.release()
+
+
+def run(args):
+    """The command, its folder locked: one stage, or the chain."""
     device = f"device: {args.device}, precision: {args.precision} ({args.precision_why})"
-    if args.stage == "all" or args.resume or args.stage == "judge" or not source_ready(args):
-        if int(os.environ.get("RANK", 0)) == 0:
+    rank = int(os.environ.get("RANK", 0))
+    if args.stage == "all" or args.resume or args.stage == "judge" or rank or not source_ready(args):
+        if rank == 0:
             print(device)
         return train_chain(args) if args.stage == "all" else train_stage(args)
     adopted = adopt_shipped_image(args) if args.shipped_image else None  # before the timing: it brings the text cache

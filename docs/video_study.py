@@ -151,7 +151,8 @@ def evaluated(argv, baseline: bool) -> dict:
 
 
 def score(args, row, step, snap, seed, expert: bool, baseline=False) -> dict:
-    gif = os.path.join(snap, f"eval-s{seed}{'' if expert else '-paper'}.gif")
+    name = f"{os.path.basename(snap)}-s{seed}{'' if expert else '-paper'}.gif"
+    gif = os.path.join(os.path.dirname(snap), "evals", name)  # not in the folder it reads
     argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(args.num_samples), "--steps",
             str(args.eval_steps), "--seed", str(seed), "--out", gif] + ([] if expert else ["--image-expert", "0"])
     figures = evaluated(argv, baseline)
