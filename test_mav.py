@@ -1549,6 +1549,10 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     identity = ["--results", str(tmp_path / "identity.jsonl"), "--out", str(tmp_path / "identity")]
     runs += [["identity_study.py", "--checkpoints", c, "--rows", "shipped", "β 0.5, t ≤ 0.5", "--seeds", "0",
               "--num-samples", "2", "--eval-steps", "1", *identity], ["identity_study.py", "--table", *identity]]
+    study = ["--results", str(tmp_path / "video_study.jsonl"), "--out", str(tmp_path / "vs")]
+    runs += [["video_study.py", "--rows", "gpu-temporal", "--source", c, "--preset", "tiny", "--snapshots", "1", "2",
+              "--seeds", "0", "--num-samples", "2", "--eval-steps", "1", "--no-expert", "gpu-temporal:2", *study],
+             ["video_study.py", "--table", *study]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
@@ -1565,6 +1569,12 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     assert iio.imread(tmp_path / "crossing.png").shape[:2] == (2 * 66, 16 * 66)  # 2 rows of 76 // 5 + 1 frames
     identity = [json.loads(line) for line in (tmp_path / "identity.jsonl").read_text().splitlines()]
     assert [(r["row"], r["beta"], r["until"]) for r in identity] == [("shipped", 0, 0), ("β 0.5, t ≤ 0.5", 0.5, 0.5)]
+    study = [json.loads(line) for line in (tmp_path / "video_study.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["step"], r["image_expert"]) for r in study] == [("gpu-temporal", 1, 0.75),
+                                                                        ("gpu-temporal", 2, 0.75),
+                                                                        ("gpu-temporal", 2, 0.0)]
+    assert all(r["train_minutes"] > 0 and 0 <= r["jump_rate"] <= 1 for r in study)
+    assert (tmp_path / "video_study.png").exists()
 
 
 # --- bad input: one line and exit code 2, nothing lost, nothing broken saved or loaded ----------------------

@@ -137,7 +137,7 @@ def score(args, snap, n, guidance) -> dict:
     """evaluate.py on the video model alone in `snap` (no image model there: no frame-by-frame baseline)."""
     cmd = [sys.executable, os.path.join(ROOT, "evaluate.py"), "--stages", "base", "--checkpoints", snap,
            "--num-samples", str(n), "--guidance", str(guidance), "--steps", str(args.eval_steps),
-           "--out", os.path.join(snap, f"eval_{n}_w{guidance:g}.gif")]
+           "--out", f"{snap}-eval_{n}_w{guidance:g}.gif"]  # beside the folder it reads
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -253,7 +253,7 @@ def strips(args):
         snap = os.path.join(args.out, row, f"step-{args.steps}")
         if not os.path.exists(os.path.join(snap, "video.json")):
             continue
-        out = os.path.join(snap, "strip.gif")
+        out = f"{snap}-strip.gif"  # beside the folder it reads
         subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--stages", "base", "--checkpoints", snap,
                         *[a for p in STRIP_PROMPTS for a in ("--prompt", p)], "--seed", "0", "--out", out,
                         "--scale", "2"], check=True, cwd=ROOT, capture_output=True)

@@ -48,7 +48,7 @@ def frames_of(args, video_folder, beta, scratch) -> np.ndarray:
     shutil.copytree(args.cascade, folder, ignore=shutil.ignore_patterns("cpu", "*.log", "*-train.pt", "samples"))
     for name in ("video.safetensors", "video.json"):
         shutil.copy(os.path.join(video_folder, name), folder)
-    out = os.path.join(folder, "main.gif")
+    out = folder + ".gif"  # beside the folder it reads, never in it
     sample.main(["--prompt", args.prompt, "--seed", str(args.seed), "--checkpoints", folder, "--out", out,
                  "--image-expert", f"{beta:g}"])
     video = iio.imread(out, index=None)

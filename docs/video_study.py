@@ -16,7 +16,7 @@ model's). A row's minutes are its steps at the median speed its own log reads (a
     python docs/video_study.py                                  # every row, seeds 0 and 1
     python docs/video_study.py --rows gpu-temporal --seeds 0
     python docs/video_study.py --no-expert gpu-temporal:1000    # that budget sampled as the paper samples
-    python docs/video_study.py --baseline                       # each image model frame by frame
+    python docs/video_study.py --rows shipped --seeds 0 --baseline  # and the image model frame by frame
     python docs/video_study.py --table                          # the Markdown table, and docs/video_study.png
 
 Each figure is one JSON line appended to docs/video_study.jsonl as it is made; one already there is not
@@ -44,9 +44,11 @@ from ablations import machine  # noqa: E402
 SHIPPED, LAPTOP = os.path.join(ROOT, "checkpoints"), os.path.join(ROOT, "checkpoints", "cpu")
 TEMPORAL = ["temporal_only=1", "joint_images=0"]
 ROWS = {  # name -> (the image model's folder, preset, --recipe, snapshot steps: the last is the run's --steps)
-    "gpu-temporal": (SHIPPED, "base", [*TEMPORAL, "guidance=3"], [250, 500, 750, 1000]),
-    "gpu-all": (SHIPPED, "base", ["guidance=3"], [250, 500]),
-    "laptop-temporal": (LAPTOP, "cpu", TEMPORAL, [250, 500, 1000, 2000]),
+    "shipped": (SHIPPED, "base", None, [2230]),       # the reference: the shipped video model (an H200's 4 min)
+    "laptop chain": (LAPTOP, "cpu", None, [2044]),    # and the laptop chain's, every weight from its image model
+    "gpu-temporal": (SHIPPED, "base", [*TEMPORAL, "guidance=3"], [250, 500, 1000]),
+    "gpu-all": (SHIPPED, "base", ["guidance=3"], [500]),
+    "laptop-temporal": (LAPTOP, "cpu", TEMPORAL, [500, 1000]),
 }
 KEEP = ("adherence", "consistency", "switch_rate", "momentary_switch_rate", "lasting_switch_rate", "jump_rate",
         "vanish_rate", "motion_lag_ratio", "fd")
@@ -60,7 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--eval-steps", type=int, default=10, help="DPM++ steps of the scoring")
     p.add_argument("--no-expert", nargs="+", default=[], metavar="ROW:STEP",
                    help="score these budgets also without the image expert (--image-expert 0)")
-    p.add_argument("--baseline", action="store_true", help="score each image model frame by frame instead")
+    p.add_argument("--baseline", action="store_true", help="also score the row's image model frame by frame")
+    p.add_argument("--source", default=None, help="train from this folder's image model instead of the row's")
+    p.add_argument("--preset", default=None, help="and at this preset (the tests: tiny)")
+    p.add_argument("--snapshots", type=int, nargs="+", default=None, help="instead of the row's step budgets")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "video_study"))
     p.add_argument("--results", default=os.path.join(HERE, "video_study.jsonl"))
     p.add_argument("--table", action="store_true", help="only print the table and draw docs/video_study.png")
@@ -80,9 +85,15 @@ def append(path, line: dict):
         fh.write(json.dumps(line) + "\n")
 
 
+def row_setup(args, row) -> tuple:
+    """(the image model's folder, preset, --recipe, snapshot steps) of the row, as the command changes them."""
+    source, preset, recipe, steps = ROWS[row]
+    return args.source or source, args.preset or preset, recipe, args.snapshots or steps
+
+
 def prepare(args, row) -> str:
     """The row's folder, holding what the video stage starts from: the image model and the text cache."""
-    source = ROWS[row][0]
+    source = row_setup(args, row)[0]
     folder = os.path.join(args.out, row)
     os.makedirs(folder, exist_ok=True)
     for name in shared_files(source):
@@ -98,7 +109,9 @@ def shared_files(folder) -> list[str]:
 
 def train_row(args, row) -> dict[int, str]:
     """Train the row's video stage, keeping a copy of the checkpoint folder at each snapshot: -> {step: folder}."""
-    source, preset, recipe, steps = ROWS[row]
+    source, preset, recipe, steps = row_setup(args, row)
+    if recipe is None:  # a shipped video model, scored as it is
+        return {steps[0]: source}
     folder = prepare(args, row)
     snaps = {s: os.path.join(folder, f"step-{s}") for s in steps}
     if all(os.path.exists(os.path.join(d, "video.json")) for d in snaps.values()):
@@ -130,10 +143,13 @@ def train_row(args, row) -> dict[int, str]:
 def step_minutes(folder: str, steps: int) -> float:
     """Minutes of `steps` at the median speed of the run's own log (its quiet stretch: a run slowed for a while by
     another job reads as it would have alone)."""
-    rates = [float(line.split("samples/s ")[1].split()[0]) for line in open(os.path.join(folder, "video.log"))
-             if "samples/s" in line]
-    recipe = json.load(open(os.path.join(folder, "video.json")))["recipe"]
-    per_step = recipe["batch"] * recipe["frames"] + recipe["joint_images"]
+    log = os.path.join(folder, "video.log")
+    rates = [float(line.split("samples/s ")[1].split()[0]) for line in open(log) if "samples/s" in line] \
+        if os.path.exists(log) else []
+    meta = json.load(open(os.path.join(folder, "video.json")))
+    if not rates:  # a run shorter than one log line: its own clock
+        return round(steps * meta["train_seconds"] / meta["step"] / 60, 3)
+    per_step = meta["recipe"]["batch"] * meta["recipe"]["frames"] + meta["recipe"]["joint_images"]
     return round(steps * per_step / statistics.median(rates) / 60, 1)
 
 
@@ -150,18 +166,25 @@ def evaluated(argv, baseline: bool) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-def score(args, row, step, snap, seed, expert: bool, baseline=False) -> dict:
+def score(args, row, step, snap, seed, expert: bool) -> list[dict]:
+    """evaluate.py's figures of the snapshot -> its line; with --baseline, also the line of its image model drawn
+    frame by frame (row "<row> image model", step 0)."""
     name = f"{os.path.basename(snap)}-s{seed}{'' if expert else '-paper'}.gif"
-    gif = os.path.join(os.path.dirname(snap), "evals", name)  # not in the folder it reads
+    gif = os.path.join(args.out, "evals", f"{row}-{name}")  # not in the folder it reads
     argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(args.num_samples), "--steps",
             str(args.eval_steps), "--seed", str(seed), "--out", gif] + ([] if expert else ["--image-expert", "0"])
-    figures = evaluated(argv, baseline)
-    what = figures["baseline"] if baseline else figures
-    return dict(row=row, step=step, seed=seed, image_expert=figures["image_expert"], n=args.num_samples,
-                eval_steps=args.eval_steps, guidance=figures["guidance"],
-                train_minutes=0.0 if baseline else step_minutes(os.path.join(args.out, row), step),
-                sample_s_per_video=round(figures["seconds"] / args.num_samples, 3),
-                **{k: what[k] for k in KEEP}, real={k: figures["ceiling"][k] for k in KEEP}, machine=machine())
+    figures = evaluated(argv, args.baseline)
+    shipped = row_setup(args, row)[2] is None
+    line = lambda name, step, what, minutes, beta: dict(
+        row=name, step=step, seed=seed, image_expert=beta, n=args.num_samples, eval_steps=args.eval_steps,
+        guidance=figures["guidance"], train_minutes=minutes, sample_s_per_video=round(figures["seconds"] /
+                                                                                      args.num_samples, 3),
+        **{k: what[k] for k in KEEP}, real={k: figures["ceiling"][k] for k in KEEP}, machine=machine())
+    lines = [line(row, step, figures, None if shipped else step_minutes(os.path.join(args.out, row), step),
+                  figures["image_expert"])]
+    if args.baseline:
+        lines.append(line(f"{row} image model", 0, figures["baseline"], None, 0.0))
+    return lines
 
 
 def main(argv=None):
@@ -170,23 +193,23 @@ def main(argv=None):
         return print(table(read_results(args.results), args.results))
     done = {key(line) for line in read_results(args.results)}
     for row in args.rows:
-        snaps = train_row(args, row) if not args.baseline else {0: prepare(args, row)}
+        snaps = train_row(args, row)
         jobs = [(step, seed, True) for step in snaps for seed in args.seeds]
         jobs += [(step, seed, False) for step in snaps for seed in args.seeds if f"{row}:{step}" in args.no_expert]
         for step, seed, expert in jobs:
-            name = f"{row} image model" if args.baseline else row
-            if any(k[:3] == (name, step, seed) and (k[3] > 0) == expert and k[4:] == (args.num_samples,
-                                                                                   args.eval_steps) for k in done):
+            if any(k[:3] == (row, step, seed) and (k[3] > 0) == expert and k[4:] == (args.num_samples,
+                                                                                  args.eval_steps) for k in done):
                 continue
-            line = score(args, name, step, snaps[step], seed, expert, baseline=args.baseline)
-            append(args.results, line)
-            print(table([line], args.results, header=False))
+            for line in score(args, row, step, snaps[step], seed, expert):
+                append(args.results, line)
+                print(table([line], args.results, header=False))
 
 
 def table(lines: list[dict], results: str, header: bool = True) -> str:
     head = ["| row | steps | train min | seed | β | s/video | adherence | consistency | switch | jump | vanish | "
             "lag ratio | FD |", "|" + "---|" * 13] if header else []
-    rows = [f"| {line['row']} | {line['step']} | {line['train_minutes']:.1f} | {line['seed']} | "
+    minutes = lambda line: "—" if line["train_minutes"] is None else f"{line['train_minutes']:.1f}"
+    rows = [f"| {line['row']} | {line['step'] or '—'} | {minutes(line)} | {line['seed']} | "
             f"{line['image_expert']:g} | {line['sample_s_per_video']:.2f} | {fmt(line)}" for line in lines]
     reals = {line["seed"]: line["real"] for line in lines} if header else {}
     rows += [f"| real held-out clips | | | {seed} | | | {fmt(real)}" for seed, real in sorted(reals.items())]
@@ -201,24 +224,30 @@ def fmt(f: dict) -> str:
 
 
 def figure(lines: list[dict], path: str):
-    """Switch rate (and jump rate) against training minutes, one line per row, the mean of the seeds."""
+    """Switch rate and jump rate against training minutes, the mean of the seeds, with the image expert: a line per
+    trained row, a dashed level per reference (the shipped model, the laptop chain's)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for row in dict.fromkeys(line["row"] for line in lines if line["step"] and line["image_expert"]):
+    mean = lambda points, name: statistics.mean(p[name] for p in points)
+    for row in dict.fromkeys(line["row"] for line in lines if line["image_expert"]):
         points = {}
         for line in lines:
-            if line["row"] == row and line["image_expert"] and line["step"]:
+            if line["row"] == row and line["image_expert"]:
                 points.setdefault(line["train_minutes"], []).append(line)
-        xs = sorted(points)
+        xs = sorted(x for x in points if x is not None)
         for ax, name in zip(axes, ("switch_rate", "jump_rate")):
-            ax.plot(xs, [statistics.mean(p[name] for p in points[x]) for x in xs], "o-", label=row)
+            if xs:
+                ax.plot(xs, [mean(points[x], name) for x in xs], "o-", label=row)
+            elif None in points:
+                ax.axhline(mean(points[None], name), ls="--", lw=1, color="grey" if "chain" in row else "black",
+                           label=row)
     for ax, name in zip(axes, ("switch rate", "jump rate")):
-        ax.set_xlabel("training minutes (2-core CPU)")
-        ax.set_ylabel(f"{name} (mean of the seeds)")
+        ax.set_xlabel("training minutes (2-core CPU, bf16)")
+        ax.set_ylabel(f"{name}, mean of 2 seeds")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
