@@ -2076,6 +2076,10 @@ def test_no_read_blocks_or_never_ends(trained, tmp_path, capsys):
     mav.atomic_write_json({**meta, "config": {**meta["config"], "res_blocks": 100000}}, str(huge / "video.json"))
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(huge), "--prompt", "1 and 2", "--stages", "base",
                                                 "--out", str(tmp_path / "c.gif")], "res_blocks=100000 is outside")
+    (tmp_path / "logged").mkdir()
+    os.mkfifo(tmp_path / "logged" / "image.log")
+    expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "tiny", "--out",
+                                               str(tmp_path / "logged")], "image.log is not a regular file")
     os.mkfifo(tmp_path / "state.pt")
     expect_one_line_error(capsys, train.main, ["--stage", "image", "--preset", "tiny", "--out", str(tmp_path / "run"),
                                                "--resume", str(tmp_path / "state.pt")], "is not a regular file")

@@ -214,6 +214,12 @@ def check_out(p, args):
     """Never write over a checkpoint unasked: a finished or stopped run is continued (--resume of its own
     state), or replaced only with --overwrite; --init and --resume PATH keep the rule of a fresh run."""
     cli.check_output_folder(args.out, p.error)
+    for name in (f"{args.stage}.log", "train.lock", f"{args.stage}.safetensors", f"{args.stage}.json",
+                 f"{args.stage}-train.pt"):  # what the run writes: a FIFO there would block it forever
+        try:
+            cli.check_regular(os.path.join(args.out, name), "--out holds")
+        except cli.InputError as e:
+            p.error(str(e))
     if args.init and os.path.realpath(args.init) == os.path.realpath(args.out):  # links followed
         p.error(f"--init {args.init} is --out itself: the run would write over the checkpoint it starts from; "
                 "give another --out")
@@ -423,9 +429,11 @@ class FolderLock:
 
     def holder(self) -> int | None:
         try:
+            if not cli.check_regular(self.path, "the lock"):
+                return None
             with open(self.path) as fh:
                 return int(fh.read(32).strip())
-        except (OSError, ValueError):
+        except (OSError, ValueError, cli.InputError):
             return None
 
     def release(self):
