@@ -237,6 +237,8 @@ def check_output_path(path: str, extensions: tuple, sides: tuple = (), reading: 
     cannot be written. `sides`: the extensions of the files written beside it (a grid's .txt, an evaluation's
     .json), each written over only where it sits beside such a video (a pair the command wrote before)."""
     ext = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path):
+        raise InputError(f"--out {path}: is a folder")
     if ext not in extensions:
         raise InputError(f"--out {path}: the file name must end in {' or '.join(extensions)}")
     for folder in reading:
@@ -254,7 +256,28 @@ def check_output_path(path: str, extensions: tuple, sides: tuple = (), reading: 
             raise InputError(f"{beside} exists, and this command writes its {side} beside --out {path}, which is not "
                              "there: refused, so as not to write over a file it did not make; choose another --out")
     check_writable_folder(os.path.dirname(os.path.abspath(path)), f"--out {path}")
+    check_name(path)
     return path
+
+
+def check_name(path: str):
+    """Every part of a path still to be made within the file system's name length; where its folder is there, the
+    file itself made and removed at once (what a write would meet, found before the work)."""
+    path = os.path.abspath(path)
+    existing, missing = path, []
+    while not os.path.exists(existing):
+        existing, part = os.path.split(existing)
+        missing.append(part)
+    limit = os.pathconf(existing, "PC_NAME_MAX") if os.path.isdir(existing) else 255
+    if any(len(part.encode()) > limit for part in missing):
+        raise InputError(f"--out {path}: cannot write there (a name over {limit} bytes)")
+    if len(missing) == 1:  # the folder is there: try the file
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as e:
+            raise InputError(f"--out {path}: cannot write there ({e.strerror})") from None
+        os.remove(path)
 
 
 def check_regular(path: str, what: str) -> bool:
@@ -283,7 +306,7 @@ def check_writable_folder(folder: str, what: str):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise InputError(f"{what}: {existing} is a file, so no folder can be made under it")
+        raise InputError(f"{what}: cannot write there ({existing} is a file, so no folder can be made under it)")
     try:
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-test-"))
     except OSError as e:

@@ -656,7 +656,7 @@ class Trainer:
     def describe(self):
         r, world = self.recipe, self.world
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        recipe = ", ".join(f"{k} {v:g}" for k, v in asdict(r).items() if k != "share")
+        recipe = ", ".join(f"{k} {v:g}" for k, v in asdict(r).items())
         print(f"{self.stage}: {self.model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
               f"preset {self.args.preset}, {world} process{'es' if world > 1 else ''}, {self.args.precision} on "
               f"{self.device}, text {self.text_encoder}, out {self.args.out}/\n  recipe: {recipe}")
@@ -1014,7 +1014,11 @@ def run(args):
             print(device)
         return train_chain(args) if args.stage == "all" else train_stage(args)
     adopted = adopt_shipped_image(args) if args.shipped_image else None  # before the timing: it brings the text cache
-    print(f"{run_eta(args)}; {device}")
+    try:
+        eta = run_eta(args)
+    except KeyboardInterrupt:
+        cli.die("interrupted while timing the first steps: nothing trained, nothing saved", code=130)
+    print(f"{eta}; {device}")
     if adopted:
         print(adopted)
     train_stage(args)
