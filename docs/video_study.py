@@ -47,6 +47,7 @@ ROWS = {  # name -> (the image model's folder, preset, --recipe, snapshot steps:
     "shipped": (SHIPPED, "base", None, [2230]),       # the reference: the shipped video model (an H200's 4 min)
     "laptop chain": (LAPTOP, "cpu", None, [2044]),    # and the laptop chain's, every weight from its image model
     "gpu-temporal": (SHIPPED, "base", [*TEMPORAL, "guidance=3"], [250, 500, 1000]),
+    "gpu-temporal-1800": (SHIPPED, "base", [*TEMPORAL, "guidance=3"], [1800]),  # the longest run under an hour
     "gpu-all": (SHIPPED, "base", ["guidance=3"], [250]),
     "laptop-temporal": (LAPTOP, "cpu", TEMPORAL, [500, 1000]),
 }
