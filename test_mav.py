@@ -388,11 +388,23 @@ def test_v_prediction_recovers_x_and_eps():
     assert torch.allclose(sigma * z + alpha * v, eps, atol=1e-5)  # ε̂ = σ·z + α·v̂, as the sampler uses
 
 
-def test_classifier_free_guidance():
-    cond, uncond = torch.tensor([3.0]), torch.tensor([1.0])
-    assert mav.classifier_free_guidance(cond, uncond, 0.0) == 1.0
-    assert mav.classifier_free_guidance(cond, uncond, 1.0) == 3.0
-    assert mav.classifier_free_guidance(cond, uncond, 3.0) == 7.0
+def test_guidance_moves_each_sample_from_its_empty_prompt_through_its_prompt():
+    """guided_v asks the model once for both halves (the prompts, then their empty prompts) and takes each
+    sample's v from its own unconditional prediction through its conditional one: w = 0 is the empty prompt's,
+    w = 3 three times as far; w = 1 is the prompt's alone, in one call of b rows."""
+    calls = []
+
+    def model(z, logsnr, text, **conditioning):  # v = z + the row's text value
+        calls.append(len(z))
+        return z + text.pooled[:, :1].view(-1, 1, 1, 1)
+
+    z = torch.zeros(2, 1, 2, 2)
+    pooled = torch.tensor([[1.0], [2.0], [0.0], [0.5]])  # prompts 1 and 2, then their empty prompts 0 and 0.5
+    text = mav.Text(torch.zeros(4, 1, 1), torch.ones(4, 1, dtype=torch.bool), pooled)
+    v = lambda w, t=text: mav.guided_v(model, z, torch.tensor(0.0), t, w, {})[:, 0, 0, 0].tolist()
+    assert v(0.0) == [0.0, 0.5] and calls == [4]
+    assert v(3.0) == [3.0, 5.0]  # 0 + 3·(1 − 0), 0.5 + 3·(2 − 0.5)
+    assert v(1.0, text[:2]) == [1.0, 2.0] and calls[-1] == 2
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddim", 8), ("ancestral", 8), ("dpm++", 8), ("dpm++", 20)])
@@ -944,9 +956,16 @@ def test_ctrl_c_in_the_middle_of_a_step_then_resume_is_bit_exact(cache_dir, tmp_
 
 
 def test_train_without_warmup(cache_dir, tmp_path):
-    shutil.copytree(cache_dir, tmp_path / "w0")
-    tiny_image_run(tmp_path / "w0", 1, "--recipe", "warmup=0")
-    assert mav.checkpoint_meta(str(tmp_path / "w0"), "image")["step"] == 1
+    """warmup=0: the first step takes the recipe's whole lr (warmup=4: a quarter of it, then a half)."""
+    lrs = {}
+    for warmup in (0, 4):
+        out = tmp_path / f"w{warmup}"
+        shutil.copytree(cache_dir, out)
+        tiny_image_run(out, 2, "--recipe", f"warmup={warmup}", "cooldown=0")
+        lrs[warmup] = [float(line.split(" lr ")[1].split()[0]) for line in open(out / "image.log") if " lr " in line]
+        assert mav.checkpoint_meta(str(out), "image")["step"] == 2
+    lr = mav.RECIPES["image"].lr
+    assert lrs == {0: [lr, lr], 4: [lr / 4, lr / 2]}
 
 
 def test_the_chain_and_a_single_stage_train_the_recipes_steps():

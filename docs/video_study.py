@@ -211,8 +211,11 @@ def table(lines: list[dict], results: str, header: bool = True) -> str:
     head = ["| row | steps | train min | seed | β | s/video | adherence | consistency | switch | jump | vanish | "
             "lag ratio | FD |", "|" + "---|" * 13] if header else []
     minutes = lambda line: "—" if line["train_minutes"] is None else f"{line['train_minutes']:.1f}"
+    order = lambda line: (next((i for i, row in enumerate(ROWS) if line["row"].startswith(row)), len(ROWS)),
+                          line["row"], -line["image_expert"], line["step"], line["seed"])
     rows = [f"| {line['row']} | {line['step'] or '—'} | {minutes(line)} | {line['seed']} | "
-            f"{line['image_expert']:g} | {line['sample_s_per_video']:.2f} | {fmt(line)}" for line in lines]
+            f"{line['image_expert']:g} | {line['sample_s_per_video']:.2f} | {fmt(line)}"
+            for line in (sorted(lines, key=order) if header else lines)]
     reals = {line["seed"]: line["real"] for line in lines} if header else {}
     rows += [f"| real held-out clips | | | {seed} | | | {fmt(real)}" for seed, real in sorted(reals.items())]
     if header:
