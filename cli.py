@@ -494,9 +494,10 @@ def load(args, stage: str):
     try:
         return mav.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), name, args.device)
     except mav.CheckpointError as e:
-        if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):
-            how = "--stage image && python train.py --stage video" if stage == "base" else f"--stage {name}"
-            die(f"{e}; train it with: python train.py {how}")
+        if os.path.exists(args.checkpoints) and not os.path.isdir(args.checkpoints):
+            die(f"--checkpoints {args.checkpoints} is a file, not a folder")
+        if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):  # base: video, from a shipped image
+            die(f"{e}; train it with: python train.py --stage {name} --out {args.checkpoints}")
         die(str(e))
 
 

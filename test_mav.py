@@ -1640,7 +1640,8 @@ def test_free_text_warns_but_samples(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--checkpoints", "/nonexistent"], "no video checkpoint"),
+    (["--checkpoints", "/nonexistent"], "train.py --stage video --out /nonexistent"),
+    (["--checkpoints", os.path.join(HERE, "README.md")], "is a file, not a folder"),
     (["--steps", "0"], "--steps must be positive"),
     (["--num-samples", "-1"], "--num-samples must be positive"),
     (["--guidance", "-0.5"], "--guidance must be a number in 0 .. 100"),
