@@ -172,7 +172,7 @@ def bench_sample(args):
     print(json.dumps({"bench": "sample", "device": device_name(device), "torch": torch.__version__, "prompts": n,
                       "stages": "+".join(stages), "steps": {"base": args.steps, "interp": args.interp_steps,
                                                             "sr": args.sr_steps},
-                      "guidance": args.guidance, "image_expert": run.expert_weight(args.image_expert),
+                      "guidance": args.guidance, "image_expert": run.effective_image_expert(args.image_expert),
                       "precision": args.precision, "seconds": timings,
                       "total_s": round(total, 2), "frames_out": n * x.shape[2], "size": x.shape[-1],
                       "frames_per_s": round(n * x.shape[2] / total, 2)}))

@@ -1544,11 +1544,12 @@ IMAGE_EXPERT_UNTIL = 0.5   # t_e: the steps at t <= t_e mix in the image model
 
 
 class ImageExpert(nn.Module):
-    """A video model whose v̂ at t <= t_e is mixed with the image model's, frame by frame (β = `weight`)."""
+    """A video model whose v̂ at t <= t_e is mixed with the image model's, frame by frame (β = `image_expert`)."""
 
-    def __init__(self, video: UNet, image: UNet, weight: float = IMAGE_EXPERT, until: float = IMAGE_EXPERT_UNTIL):
+    def __init__(self, video: UNet, image: UNet, image_expert: float = IMAGE_EXPERT,
+                 until: float = IMAGE_EXPERT_UNTIL):
         super().__init__()
-        self.video, self.image, self.weight = video, image, weight
+        self.video, self.image, self.image_expert = video, image, image_expert
         self.logsnr_from = float(logsnr_schedule(torch.tensor(until)))  # t <= t_e  <=>  λ_t >= λ(t_e)
 
     def forward(self, x, logsnr, text: Text, **conditioning):  # x: b c f h w; logsnr: (b,), one t for all
@@ -1560,7 +1561,7 @@ class ImageExpert(nn.Module):
         per_frame = Text(*(repeat(t, 'b ... -> (b f) ...', f=f) for t in text))
         v_image = self.image(frames, repeat(logsnr, 'b -> (b f)', f=f), per_frame)
         v_image = rearrange(v_image, '(b f) c h w -> b c f h w', f=f)   # v̂_image, frame by frame
-        return torch.lerp(v, v_image.to(v.dtype), self.weight)          # (1 − β)·v̂_video + β·v̂_image
+        return torch.lerp(v, v_image.to(v.dtype), self.image_expert)    # (1 − β)·v̂_video + β·v̂_image
 
 
 # =============================================================================
@@ -1667,13 +1668,13 @@ class Cascade:
                 raise ValueError(f"{name}: a tensor of shape {shape} in [-1, 1] (n 1 {'frames ' * (name == 'video')}"
                                  f"h w), got {got}")
 
-    def expert_weight(self, image_expert: float = IMAGE_EXPERT) -> float:
+    def effective_image_expert(self, image_expert: float = IMAGE_EXPERT) -> float:
         """β as the base model samples with it: 0 where the cascade holds no image model."""
         return image_expert if "image" in self.models else 0.0
 
     def base_model(self, image_expert: float = IMAGE_EXPERT) -> nn.Module:
         """The video model, with the image model as its per-frame expert (§11) where the cascade holds one."""
-        if self.expert_weight(image_expert):
+        if self.effective_image_expert(image_expert):
             return ImageExpert(self.models["base"], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
         return self.models["base"]
 

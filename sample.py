@@ -205,7 +205,7 @@ def run(args):
     videos = mav.to_pixels(x)[:, 0].float().cpu()  # n f h w
     how = {"image": " from --image", "between": " from --between",
            "variation": f" (variation, strength {args.strength:g})"}.get(args.mode, "")
-    beta = run.expert_weight(args.image_expert)
+    beta = run.effective_image_expert(args.image_expert)
     expert = f" (image model as expert, β {beta:g})" if beta else ""
     write(args, videos, prompts, fps, f"{len(videos)} video{'s' if len(videos) > 1 else ''}{how}, {videos.shape[1]} "
           f"frames at {videos.shape[2]}x{videos.shape[3]}, {fps} fps; stages {'+'.join(stages)}{expert}")

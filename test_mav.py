@@ -550,7 +550,7 @@ def test_the_image_expert_mixes_in_the_image_model_frame_by_frame_at_low_noise_o
         for name, p in video_model.named_parameters():
             if name in mav.temporal_names(TINY):
                 p.normal_(0, 0.1)
-    expert = mav.ImageExpert(video_model, image_model, weight=0.25, until=0.5)
+    expert = mav.ImageExpert(video_model, image_model, image_expert=0.25, until=0.5)
     torch.manual_seed(2)
     video, text, stride = torch.randn(2, 1, 6, 32, 32), cache(torch.tensor([12, 301])), torch.ones(2)
     with torch.no_grad():
