@@ -1579,7 +1579,7 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
               "--num-samples", "2", "--eval-steps", "1", *identity], ["identity_study.py", "--table", *identity]]
     study = ["--results", str(tmp_path / "video_study.jsonl"), "--out", str(tmp_path / "vs")]
     runs += [["video_study.py", "--rows", "gpu-temporal", "--source", c, "--preset", "tiny", "--snapshots", "1", "2",
-              "--seeds", "0", "--num-samples", "2", "--eval-steps", "1", "--no-expert", "gpu-temporal:2", *study],
+              "--seeds", "0", "--num-samples", "2", "--eval-steps", "1", "--image-expert", "gpu-temporal:2:0", *study],
              ["video_study.py", "--table", *study]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]

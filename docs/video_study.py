@@ -15,7 +15,7 @@ model's). A row's minutes are its steps at the speed of the fastest tenth of its
 
     python docs/video_study.py                                  # every row, seeds 0 and 1
     python docs/video_study.py --rows gpu-temporal --seeds 0
-    python docs/video_study.py --no-expert gpu-temporal:1000    # that budget sampled as the paper samples
+    python docs/video_study.py --image-expert gpu-temporal:1000:0   # that budget sampled as the paper samples
     python docs/video_study.py --rows shipped --seeds 0 --baseline  # and the image model frame by frame
     python docs/video_study.py --table                          # the Markdown table, and docs/video_study.png
 
@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 import evaluate  # noqa: E402
+import mav  # noqa: E402
 import train  # noqa: E402
 from ablations import machine  # noqa: E402
 
@@ -61,8 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="evaluation seeds: prompts and noise")
     p.add_argument("--num-samples", type=int, default=100)
     p.add_argument("--eval-steps", type=int, default=10, help="DPM++ steps of the scoring")
-    p.add_argument("--no-expert", nargs="+", default=[], metavar="ROW:STEP",
-                   help="score these budgets also without the image expert (--image-expert 0)")
+    p.add_argument("--image-expert", nargs="+", default=[], metavar="ROW:STEP:BETA",
+                   help="score these budgets also at another β (evaluate.py's --image-expert; 0: as the paper)")
     p.add_argument("--baseline", action="store_true", help="also score the row's image model frame by frame")
     p.add_argument("--source", default=None, help="train from this folder's image model instead of the row's")
     p.add_argument("--preset", default=None, help="and at this preset (the tests: tiny)")
@@ -168,13 +169,13 @@ def evaluated(argv, baseline: bool) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-def score(args, row, step, snap, seed, expert: bool) -> list[dict]:
+def score(args, row, step, snap, seed, beta: float | None) -> list[dict]:
     """evaluate.py's figures of the snapshot -> its line; with --baseline, also the line of its image model drawn
     frame by frame (row "<row> image model", step 0)."""
-    name = f"{os.path.basename(snap)}-s{seed}{'' if expert else '-paper'}.gif"
+    name = f"{os.path.basename(snap)}-s{seed}{'' if beta is None else f'-b{beta:g}'}.gif"
     gif = os.path.join(args.out, "evals", f"{row}-{name}")  # not in the folder it reads
     argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(args.num_samples), "--steps",
-            str(args.eval_steps), "--seed", str(seed), "--out", gif] + ([] if expert else ["--image-expert", "0"])
+            str(args.eval_steps), "--seed", str(seed), "--out", gif] + ([] if beta is None else ["--image-expert", str(beta)])
     figures = evaluated(argv, args.baseline)
     shipped = row_setup(args, row)[2] is None
     line = lambda name, step, what, minutes, beta: dict(
@@ -196,13 +197,14 @@ def main(argv=None):
     done = {key(line) for line in read_results(args.results)}
     for row in args.rows:
         snaps = train_row(args, row)
-        jobs = [(step, seed, True) for step in snaps for seed in args.seeds]
-        jobs += [(step, seed, False) for step in snaps for seed in args.seeds if f"{row}:{step}" in args.no_expert]
-        for step, seed, expert in jobs:
-            if any(k[:3] == (row, step, seed) and (k[3] > 0) == expert and k[4:] == (args.num_samples,
-                                                                                  args.eval_steps) for k in done):
+        jobs = [(step, seed, None) for step in snaps for seed in args.seeds]
+        jobs += [(step, seed, float(beta)) for step in snaps for seed in args.seeds for beta in
+                 [b.rsplit(":", 1)[1] for b in args.image_expert if b.rsplit(":", 1)[0] == f"{row}:{step}"]]
+        for step, seed, beta in jobs:
+            if any(k[:3] == (row, step, seed) and (k[3] == mav.IMAGE_EXPERT if beta is None else k[3] == beta)
+                   and k[4:] == (args.num_samples, args.eval_steps) for k in done):
                 continue
-            for line in score(args, row, step, snaps[step], seed, expert):
+            for line in score(args, row, step, snaps[step], seed, beta):
                 append(args.results, line)
                 print(table([line], args.results, header=False))
 
@@ -236,10 +238,11 @@ def figure(lines: list[dict], path: str):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     mean = lambda points, name: statistics.mean(p[name] for p in points)
-    for row in dict.fromkeys(line["row"] for line in lines if line["image_expert"]):
+    default = lambda line: line["image_expert"] == mav.IMAGE_EXPERT
+    for row in dict.fromkeys(line["row"] for line in lines if default(line)):
         points = {}
         for line in lines:
-            if line["row"] == row and line["image_expert"]:
+            if line["row"] == row and default(line):
                 points.setdefault(line["train_minutes"], []).append(line)
         xs = sorted(x for x in points if x is not None)
         for ax, name in zip(axes, ("switch_rate", "jump_rate")):
