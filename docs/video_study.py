@@ -231,7 +231,7 @@ def fmt(f: dict) -> str:
 
 
 def figure(lines: list[dict], path: str):
-    """Switch rate and jump rate against training minutes, the mean of the seeds, with the image expert: a line per
+    """Switch rate and jump rate against training minutes, the mean of the seeds scored, at the default β: a line per
     trained row, a dashed level per reference (the shipped model, the laptop chain's)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -253,7 +253,7 @@ def figure(lines: list[dict], path: str):
                            label=row)
     for ax, name in zip(axes, ("switch rate", "jump rate")):
         ax.set_xlabel("training minutes (2-core CPU, bf16)")
-        ax.set_ylabel(f"{name}, mean of 2 seeds")
+        ax.set_ylabel(f"{name}, mean of the seeds scored")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
