@@ -17,30 +17,36 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mav  # noqa: E402
 
-p = argparse.ArgumentParser()
-p.add_argument("folders", nargs="+")
-p.add_argument("--clips", type=int, default=32)
-args = p.parse_args()
-LOGSNRS = (-20.0, -10.0, -5.0, -2.0)
-held, g = mav.MovingMNIST("test"), torch.Generator().manual_seed(1)
-video, labels = held.sample(args.clips, frames=16, generator=g)
-clips = mav.to_model(mav.area_downsample(video))
-inputs = {"image": clips[:, :, 0], "video": clips}
-ids = mav.prompt_ids(labels, g)
-noise = {stage: [torch.randn(x.shape, generator=g) for _ in LOGSNRS] for stage, x in inputs.items()}
-print(f"mean frame: x̂-MSE {((inputs['image'] - inputs['image'].mean(0)) ** 2).mean().item():.3f}")
 
-for folder in args.folders:
-    for stage, x in inputs.items():
-        model, meta = mav.load_checkpoint(folder, stage)
-        text = mav.TextCache.load_or_build(folder, meta["text_encoder"], write=False)(ids)
-        row = []
-        for value, eps in zip(LOGSNRS, noise[stage]):
-            logsnr = torch.full((len(x),), value)
-            alpha, sigma = (s.view(-1, *[1] * (x.ndim - 1)) for s in mav.alpha_sigma(logsnr))
-            z = mav.add_noise(x, eps, logsnr)
-            extra = dict(stride=torch.ones(len(x))) if stage == "video" else {}
-            with torch.no_grad():
-                x0 = mav.v_to_x0(z, model.eval()(z, logsnr, text, **extra).float(), alpha, sigma)
-            row.append(f"{value:g}: {((x0 - x) ** 2).mean().item():.3f}")
-        print(f"{folder} {stage}: x̂-MSE at log-SNR " + ", ".join(row), flush=True)
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--clips", type=int, default=32)
+    args = p.parse_args(argv)
+    LOGSNRS = (-20.0, -10.0, -5.0, -2.0)
+    held, g = mav.MovingMNIST("test"), torch.Generator().manual_seed(1)
+    video, labels = held.sample(args.clips, frames=16, generator=g)
+    clips = mav.to_model(mav.area_downsample(video))
+    inputs = {"image": clips[:, :, 0], "video": clips}
+    ids = mav.prompt_ids(labels, g)
+    noise = {stage: [torch.randn(x.shape, generator=g) for _ in LOGSNRS] for stage, x in inputs.items()}
+    print(f"mean frame: x̂-MSE {((inputs['image'] - inputs['image'].mean(0)) ** 2).mean().item():.3f}")
+
+    for folder in args.folders:
+        for stage, x in inputs.items():
+            model, meta = mav.load_checkpoint(folder, stage)
+            text = mav.TextCache.load_or_build(folder, meta["text_encoder"], write=False)(ids)
+            row = []
+            for value, eps in zip(LOGSNRS, noise[stage]):
+                logsnr = torch.full((len(x),), value)
+                alpha, sigma = (s.view(-1, *[1] * (x.ndim - 1)) for s in mav.alpha_sigma(logsnr))
+                z = mav.add_noise(x, eps, logsnr)
+                extra = dict(stride=torch.ones(len(x))) if stage == "video" else {}
+                with torch.no_grad():
+                    x0 = mav.v_to_x0(z, model.eval()(z, logsnr, text, **extra).float(), alpha, sigma)
+                row.append(f"{value:g}: {((x0 - x) ** 2).mean().item():.3f}")
+            print(f"{folder} {stage}: x̂-MSE at log-SNR " + ", ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

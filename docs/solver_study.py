@@ -20,52 +20,57 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import mav  # noqa: E402
 
-p = argparse.ArgumentParser()
-p.add_argument("stage", choices=["base", "interp", "sr"])
-p.add_argument("n", type=int)
-p.add_argument("runs", nargs="+", help="sampler:steps, e.g. ddim:50 dpm++:20")
-p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-p.add_argument("--checkpoints", default="checkpoints")
-args = p.parse_args()
-n, stage = args.n, args.stage
-model, meta = mav.load_checkpoint(args.checkpoints, "video" if stage == "base" else stage)
-cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
-g = torch.Generator().manual_seed(1)
-if stage == "base":
-    labels = torch.randint(10, (n, 2), generator=g)
-    truth = None
-elif stage == "interp":  # 76 true frames at 5x the rate, every 5th given
-    video, labels = mav.MovingMNIST("test").sample(n, frames=76, stride=0.2, generator=g)
-    truth = mav.to_model(mav.area_downsample(video))
-    low, made = truth[:, :, ::mav.INTERP_FACTOR], torch.arange(76) % mav.INTERP_FACTOR != 0
-else:  # the 64² truth, its 32² version in
-    video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
-    truth, low, made = mav.to_model(video), mav.to_model(mav.area_downsample(video)), slice(None)
-text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_PROMPT))
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("stage", choices=["base", "interp", "sr"])
+    p.add_argument("n", type=int)
+    p.add_argument("runs", nargs="+", help="sampler:steps, e.g. ddim:50 dpm++:20")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--checkpoints", default="checkpoints")
+    args = p.parse_args(argv)
+    n, stage = args.n, args.stage
+    model, meta = mav.load_checkpoint(args.checkpoints, "video" if stage == "base" else stage)
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    g = torch.Generator().manual_seed(1)
+    if stage == "base":
+        labels = torch.randint(10, (n, 2), generator=g)
+        truth = None
+    elif stage == "interp":  # 76 true frames at 5x the rate, every 5th given
+        video, labels = mav.MovingMNIST("test").sample(n, frames=76, stride=0.2, generator=g)
+        truth = mav.to_model(mav.area_downsample(video))
+        low, made = truth[:, :, ::mav.INTERP_FACTOR], torch.arange(76) % mav.INTERP_FACTOR != 0
+    else:  # the 64² truth, its 32² version in
+        video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
+        truth, low, made = mav.to_model(video), mav.to_model(mav.area_downsample(video)), slice(None)
+    text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_PROMPT))
+
+    def run(sampler, steps):
+        kw = dict(steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(7))
+        with cli.autocast("cpu", args.precision):
+            if stage == "base":
+                x = mav.sample(model, (n, 1, 16, mav.BASE, mav.BASE), text, null, guidance=3.0,
+                               stride=torch.ones(n), **kw)
+            elif stage == "interp":
+                x = mav.interpolate(model, low, text, null, **kw)
+            else:
+                x = mav.super_resolve(model, low, text, null, **kw)
+        return mav.to_pixels(x.float())
+
+    references = {}
+    for name in args.runs:
+        sampler, steps = name.split(":")
+        t0 = time.time()
+        x = run(sampler, int(steps))
+        row = {"stage": stage, "sampler": sampler, "steps": int(steps), "precision": args.precision, "n": n,
+               "seconds": round(time.time() - t0, 1)}
+        if len(references) < 2:
+            references[name] = x
+        row.update({f"rms_to_{k}": round(((x - r) ** 2).mean().sqrt().item(), 4) for k, r in references.items()})
+        if truth is not None:
+            row["psnr_truth"] = round(mav.psnr(x[:, :, made], mav.to_pixels(truth)[:, :, made]).mean().item(), 2)
+        print(json.dumps(row), flush=True)
 
 
-def run(sampler, steps):
-    kw = dict(steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(7))
-    with cli.autocast("cpu", args.precision):
-        if stage == "base":
-            x = mav.sample(model, (n, 1, 16, mav.BASE, mav.BASE), text, null, guidance=3.0, stride=torch.ones(n), **kw)
-        elif stage == "interp":
-            x = mav.interpolate(model, low, text, null, **kw)
-        else:
-            x = mav.super_resolve(model, low, text, null, **kw)
-    return mav.to_pixels(x.float())
-
-
-references = {}
-for name in args.runs:
-    sampler, steps = name.split(":")
-    t0 = time.time()
-    x = run(sampler, int(steps))
-    row = {"stage": stage, "sampler": sampler, "steps": int(steps), "precision": args.precision, "n": n,
-           "seconds": round(time.time() - t0, 1)}
-    if len(references) < 2:
-        references[name] = x
-    row.update({f"rms_to_{k}": round(((x - r) ** 2).mean().sqrt().item(), 4) for k, r in references.items()})
-    if truth is not None:
-        row["psnr_truth"] = round(mav.psnr(x[:, :, made], mav.to_pixels(truth)[:, :, made]).mean().item(), 2)
-    print(json.dumps(row), flush=True)
+if __name__ == "__main__":
+    main()

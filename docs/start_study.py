@@ -20,42 +20,45 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import mav  # noqa: E402
 
-p = argparse.ArgumentParser()
-p.add_argument("stage", choices=["interp", "sr"])
-p.add_argument("n", type=int, help="held-out clips")
-p.add_argument("runs", nargs="+", help="start_t:steps, e.g. 0.8:1")
-p.add_argument("--checkpoints", default=cli.SHIPPED)
-args = p.parse_args()
-model, meta = mav.load_checkpoint(args.checkpoints, args.stage)
-cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
-g = torch.Generator().manual_seed(0)
-if args.stage == "sr":  # 16 frames at 64², their 32² version in
-    video, labels = mav.MovingMNIST("test").sample(args.n, frames=16, generator=g)
-    truth, low = mav.to_model(video), mav.to_model(mav.area_downsample(video))
-    scored = torch.ones(16, dtype=torch.bool)
-else:  # 76 frames at 5x the rate, every 5th given
-    video, labels = mav.MovingMNIST("test").sample(args.n, frames=76, stride=0.2, generator=g)
-    truth = mav.to_model(mav.area_downsample(video))
-    low, scored = truth[:, :, ::mav.INTERP_FACTOR], torch.arange(76) % mav.INTERP_FACTOR != 0
-text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((args.n,), mav.NULL_PROMPT))
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("stage", choices=["interp", "sr"])
+    p.add_argument("n", type=int, help="held-out clips")
+    p.add_argument("runs", nargs="+", help="start_t:steps, e.g. 0.8:1")
+    p.add_argument("--checkpoints", default=cli.SHIPPED)
+    args = p.parse_args(argv)
+    model, meta = mav.load_checkpoint(args.checkpoints, args.stage)
+    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    g = torch.Generator().manual_seed(0)
+    if args.stage == "sr":  # 16 frames at 64², their 32² version in
+        video, labels = mav.MovingMNIST("test").sample(args.n, frames=16, generator=g)
+        truth, low = mav.to_model(video), mav.to_model(mav.area_downsample(video))
+        scored = torch.ones(16, dtype=torch.bool)
+    else:  # 76 frames at 5x the rate, every 5th given
+        video, labels = mav.MovingMNIST("test").sample(args.n, frames=76, stride=0.2, generator=g)
+        truth = mav.to_model(mav.area_downsample(video))
+        low, scored = truth[:, :, ::mav.INTERP_FACTOR], torch.arange(76) % mav.INTERP_FACTOR != 0
+    text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((args.n,), mav.NULL_PROMPT))
+
+    def psnr(x):
+        return round(mav.psnr(mav.to_pixels(x[:, :, scored]), mav.to_pixels(truth[:, :, scored])).mean().item(), 2)
+
+    def made(steps: int):
+        if args.stage == "interp":
+            return mav.interpolate(model, low, text, null, steps=steps, generator=torch.Generator().manual_seed(3))
+        return torch.cat([mav.super_resolve(model, low[i:i + 4], text[i:i + 4], null[i:i + 4], steps=steps,
+                                            generator=torch.Generator().manual_seed(7 + i))
+                          for i in range(0, args.n, 4)])
+
+    for run in args.runs:
+        start, steps = run.split(":")
+        model.start_t = float(start)
+        t0 = time.time()
+        x = made(round(int(steps) / model.start_t))  # the sampler takes round(start_t · steps) of them
+        print(json.dumps({"stage": args.stage, "start_t": model.start_t, "steps": int(steps), "psnr": psnr(x),
+                          "seconds": round(time.time() - t0, 1)}), flush=True)
 
 
-def psnr(x):
-    return round(mav.psnr(mav.to_pixels(x[:, :, scored]), mav.to_pixels(truth[:, :, scored])).mean().item(), 2)
-
-
-def made(steps: int):
-    if args.stage == "interp":
-        return mav.interpolate(model, low, text, null, steps=steps, generator=torch.Generator().manual_seed(3))
-    return torch.cat([mav.super_resolve(model, low[i:i + 4], text[i:i + 4], null[i:i + 4], steps=steps,
-                                        generator=torch.Generator().manual_seed(7 + i))
-                      for i in range(0, args.n, 4)])
-
-
-for run in args.runs:
-    start, steps = run.split(":")
-    model.start_t = float(start)
-    t0 = time.time()
-    x = made(round(int(steps) / model.start_t))  # the sampler takes round(start_t · steps) of them
-    print(json.dumps({"stage": args.stage, "start_t": model.start_t, "steps": int(steps), "psnr": psnr(x),
-                      "seconds": round(time.time() - t0, 1)}), flush=True)
+if __name__ == "__main__":
+    main()
