@@ -104,7 +104,8 @@ def evaluate_videos(args):
     videos = torch.cat([mav.to_pixels(x)[:, 0] for x, _ in made]).cpu()
     seconds = time.time() - t0
     result = {"stages": "+".join(stages), "n": n, "frames": videos.shape[1], "size": videos.shape[-1],
-              "steps": args.steps, "guidance": args.guidance, "image_expert": run.effective_image_expert(args.image_expert)}
+              "steps": args.steps, "guidance": args.guidance,
+              "image_expert": run.effective_image_expert(args.image_expert)}
     figures, real_features = judge_figures(args, judge, videos, labels, "interp" in stages)
     result.update(figures)
     if os.path.exists(os.path.join(args.checkpoints, "image.json")):  # 16 unrelated frames per "video"

@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="evaluation seeds: prompts and noise")
     p.add_argument("--num-samples", type=int, default=100)
     p.add_argument("--eval-steps", type=int, default=10, help="DPM++ steps of the scoring")
-    p.add_argument("--image-expert", nargs="+", default=[], metavar="ROW:STEP:BETA",
+    p.add_argument("--image-expert", nargs="+", default=[], metavar="ROW:STEP:BETA", type=row_step_beta,
                    help="score these budgets also at another β (evaluate.py's --image-expert; 0: as the paper)")
     p.add_argument("--baseline", action="store_true", help="also score the row's image model frame by frame")
     p.add_argument("--source", default=None, help="train from this folder's image model instead of the row's")
@@ -72,6 +72,15 @@ def parse_args(argv=None):
     p.add_argument("--results", default=os.path.join(HERE, "video_study.jsonl"))
     p.add_argument("--table", action="store_true", help="only print the table and draw docs/video_study.png")
     return p.parse_args(argv)
+
+
+def row_step_beta(text: str) -> tuple[str, int, float]:
+    """--image-expert's ROW:STEP:BETA -> (row, step, β)."""
+    try:
+        row, step, beta = text.rsplit(":", 2)
+        return row, int(step), float(beta)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROW:STEP:BETA, e.g. gpu-temporal:1000:0") from None
 
 
 def read_results(path) -> list[dict]:
@@ -175,7 +184,8 @@ def score(args, row, step, snap, seed, beta: float | None) -> list[dict]:
     name = f"{os.path.basename(snap)}-s{seed}{'' if beta is None else f'-b{beta:g}'}.gif"
     gif = os.path.join(args.out, "evals", f"{row}-{name}")  # not in the folder it reads
     argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(args.num_samples), "--steps",
-            str(args.eval_steps), "--seed", str(seed), "--out", gif] + ([] if beta is None else ["--image-expert", str(beta)])
+            str(args.eval_steps), "--seed", str(seed), "--out", gif]
+    argv += [] if beta is None else ["--image-expert", str(beta)]
     figures = evaluated(argv, args.baseline)
     shipped = row_setup(args, row)[2] is None
     line = lambda name, step, what, minutes, beta: dict(
@@ -198,11 +208,11 @@ def main(argv=None):
     for row in args.rows:
         snaps = train_row(args, row)
         jobs = [(step, seed, None) for step in snaps for seed in args.seeds]
-        jobs += [(step, seed, float(beta)) for step in snaps for seed in args.seeds for beta in
-                 [b.rsplit(":", 1)[1] for b in args.image_expert if b.rsplit(":", 1)[0] == f"{row}:{step}"]]
+        jobs += [(step, seed, beta) for name, step, beta in args.image_expert if name == row and step in snaps
+                 for seed in args.seeds]
         for step, seed, beta in jobs:
-            if any(k[:3] == (row, step, seed) and (k[3] == mav.IMAGE_EXPERT if beta is None else k[3] == beta)
-                   and k[4:] == (args.num_samples, args.eval_steps) for k in done):
+            if (row, step, seed, mav.IMAGE_EXPERT if beta is None else beta, args.num_samples,
+                    args.eval_steps) in done:
                 continue
             for line in score(args, row, step, snaps[step], seed, beta):
                 append(args.results, line)
