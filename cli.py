@@ -539,13 +539,14 @@ def borrowed_stages(args) -> dict:
 def load_models(args, stages) -> dict:
     """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
     (which then makes the base clip, so the base video model is not needed), plus the image model beside the
-    base model (its per-frame expert) where the folder has one. One text encoder for all."""
+    base model or the masked network (their per-frame expert) where the folder has one. One text encoder."""
     animated = args.mode in ("image", "between")
     names = [s for s in stages if not (s == "base" and animated)]
     if (args.extend or animated) and "interp" not in names:
         names.append("interp")
-    if "base" in names and args.image_expert and os.path.exists(os.path.join(args.checkpoints, "image.json")):
-        names.append("image")  # the video model's per-frame expert (mav.py §11)
+    expert_of = "base" in names or animated or args.extend  # the video model or the masked network (mav.py §11)
+    if expert_of and args.image_expert and os.path.exists(os.path.join(args.checkpoints, "image.json")):
+        names.append("image")  # their per-frame expert
     models = {s: load(args, s) for s in names}
     encoders = {meta["text_encoder"] for _, meta in models.values()}
     if len(encoders) > 1:

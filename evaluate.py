@@ -212,6 +212,9 @@ def evaluate_modes(args):
                  the new prompt, to the clip's own digits, and PSNR to the input: the trade-off, row by row"""
     mode = args.what
     model, meta = cli.load(args, "base" if mode == "variation" else "interp")
+    image_expert = args.image_expert if os.path.exists(os.path.join(args.checkpoints, "image.json")) else 0.0
+    if image_expert:  # the image model as each made frame's expert, as the cascade samples (mav.py §11)
+        model = mav.ImageExpert(model, cli.load(args, "image")[0], image_expert)
     judge = load_judge(args.checkpoints, args.device)
     cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
     n, dev, f = args.num_samples, args.device, args.frames
@@ -228,7 +231,8 @@ def evaluate_modes(args):
     psnr = lambda x, y: round(mav.psnr(pixels(x), pixels(y)).mean().item(), 2)
     kw = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, generator=g)
     t0 = time.time()
-    result = {"eval": mode, "n": n, "frames": f, "steps": args.steps, "guidance": args.guidance}
+    result = {"eval": mode, "n": n, "frames": f, "steps": args.steps, "guidance": args.guidance,
+              "image_expert": image_expert, "seed": args.seed}
     with cli.autocast(args.device, args.precision):
         if mode == "variation":
             result["rows"] = variation_rows(model, cache, real, labels, null, score, psnr, g, **kw)

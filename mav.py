@@ -1544,24 +1544,34 @@ IMAGE_EXPERT_UNTIL = 0.5   # t_e: the steps at t <= t_e mix in the image model
 
 
 class ImageExpert(nn.Module):
-    """A video model whose v̂ at t <= t_e is mixed with the image model's, frame by frame (β = `image_expert`)."""
+    """A video model whose v̂ at t <= t_e is mixed with the image model's, frame by frame (β = `image_expert`).
+
+    The masked network (§7: animate, between, extend) gets the same mix on the frames it makes; the given
+    frames keep its own v̂ (they are given anyway). It makes the difference d = x − g·guess (g its guess_weight),
+    so the image model reads the frames themselves, z_x = z_d + α_t·g·guess, and its v̂ goes back into d's
+    terms, v̂_d = v̂_x + σ_t·g·guess (both from z = α·x + σ·ε and v = α·ε − σ·x)."""
 
     def __init__(self, video: UNet, image: UNet, image_expert: float = IMAGE_EXPERT,
                  until: float = IMAGE_EXPERT_UNTIL):
         super().__init__()
         self.video, self.image, self.image_expert = video, image, image_expert
         self.logsnr_from = float(logsnr_schedule(torch.tensor(until)))  # t <= t_e  <=>  λ_t >= λ(t_e)
+        self.start_t, self.guess_weight = video.start_t, video.guess_weight  # the masked network's sampler, §7
 
     def forward(self, x, logsnr, text: Text, **conditioning):  # x: b c f h w; logsnr: (b,), one t for all
         v = self.video(x, logsnr, text, **conditioning)                   # v̂_video
         if logsnr.min() < self.logsnr_from:
             return v
+        alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
+        cond = conditioning.get("cond")                                   # the masked network's: known, mask, guess
+        guess = 0.0 if cond is None else self.guess_weight * cond[:, 2:3]  # g·guess (0: the video model)
         f = x.shape[2]
-        frames = rearrange(x, 'b c f h w -> (b f) c h w')                # every frame on its own
+        frames = rearrange(x + alpha * guess, 'b c f h w -> (b f) c h w')  # z_x: every frame on its own
         per_frame = Text(*(repeat(t, 'b ... -> (b f) ...', f=f) for t in text))
         v_image = self.image(frames, repeat(logsnr, 'b -> (b f)', f=f), per_frame)
-        v_image = rearrange(v_image, '(b f) c h w -> b c f h w', f=f)   # v̂_image, frame by frame
-        return torch.lerp(v, v_image.to(v.dtype), self.image_expert)    # (1 − β)·v̂_video + β·v̂_image
+        v_image = rearrange(v_image, '(b f) c h w -> b c f h w', f=f) + sigma * guess  # v̂_image, in d's terms
+        mixed = torch.lerp(v, v_image.to(v.dtype), self.image_expert)    # (1 − β)·v̂_video + β·v̂_image
+        return mixed if cond is None else torch.where(cond[:, 1:2] > 0, v, mixed)  # given frames: v̂_video
 
 
 # =============================================================================
@@ -1672,11 +1682,12 @@ class Cascade:
         """β as the base model samples with it: 0 where the cascade holds no image model."""
         return image_expert if "image" in self.models else 0.0
 
-    def base_model(self, image_expert: float = IMAGE_EXPERT) -> nn.Module:
-        """The video model, with the image model as its per-frame expert (§11) where the cascade holds one."""
+    def with_expert(self, stage: str, image_expert: float = IMAGE_EXPERT) -> nn.Module:
+        """The video model (base) or the masked network (interp, for animate, between and extend), with the
+        image model as its per-frame expert (§11) where the cascade holds one."""
         if self.effective_image_expert(image_expert):
-            return ImageExpert(self.models["base"], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
-        return self.models["base"]
+            return ImageExpert(self.models[stage], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
+        return self.models[stage]
 
     @torch.no_grad()
     def generate(self, text: Text, null: Text, generator=None, steps: int = STEPS["base"],
@@ -1697,15 +1708,15 @@ class Cascade:
         base = dict(steps=steps, guidance=self.guidance if guidance is None else guidance,
                     progress=bar(f"base {frames}x{BASE}²"), **common)
         if first is not None:  # the masked network, the first (and last) frame known
-            x = animate(self.models["interp"], first, text, null, frames=frames, last=last, **base)
+            x = animate(self.with_expert("interp", image_expert), first, text, null, frames=frames, last=last, **base)
         else:  # from noise, or (SDEdit) from the given video noised to t = strength
-            x = sample(self.base_model(image_expert), (n, 1, frames, BASE, BASE), text, null,
+            x = sample(self.with_expert("base", image_expert), (n, 1, frames, BASE, BASE), text, null,
                        stride=torch.ones(n, device=self.device), init=video,
                        strength=strength if video is not None else 1.0, **base)
         done("base")
         fps = BASE_FPS
         if extend_frames:
-            x = extend(self.models["interp"], x, extend_frames, text, null, steps=interp_steps,
+            x = extend(self.with_expert("interp", image_expert), x, extend_frames, text, null, steps=interp_steps,
                        progress=bar(f"extend +{extend_frames}"), **common)
             done("extend")
         if "interp" in self.stages:

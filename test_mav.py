@@ -558,6 +558,49 @@ def test_the_image_expert_mixes_in_the_image_model_frame_by_frame_at_low_noise_o
             assert (expert(video, logsnr, text, stride=stride) - want).abs().max() < 1e-5, t
 
 
+def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache):
+    """§11 in the masked modes (animate, between, extend): on the frames the network makes, at t <= t_e, its v
+    is (1 − β)·v_masked + β·v_image, the image model reading the frames themselves (the noised difference
+    plus α·guess) and its v taken back into the difference's terms (+ σ·guess); the given frames keep the
+    masked network's own v, and above t_e nothing is mixed."""
+    image_model = randomized(mav.UNet(TINY)).eval()
+    masked = randomized(mav.UNet(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))).eval()
+    expert = mav.ImageExpert(masked, image_model, image_expert=0.25, until=0.5)
+    assert (expert.start_t, expert.guess_weight) == (masked.start_t, masked.guess_weight) == (0.95, 1.0)
+    torch.manual_seed(3)
+    known, z = torch.rand(2, 1, 6, 32, 32) * 2 - 1, torch.randn(2, 1, 6, 32, 32)
+    mask = torch.tensor([True, False, False, False, False, True]).expand(2, 6)  # between: the two ends given
+    cond, guess = mav.masked_conditioning(known, mask)
+    text, kw = cache(torch.tensor([12, 301])), dict(stride=torch.ones(2), cond=cond)
+    with torch.no_grad():
+        for t in (0.9, 0.3):
+            logsnr = mav.logsnr_schedule(torch.tensor(t)).expand(2)
+            alpha, sigma = mav.alpha_sigma(logsnr[0])
+            v = masked(z, logsnr, text, **kw)
+            frames = torch.stack([image_model(z[:, :, i] + alpha * guess[:, :, i], logsnr, text) for i in range(6)], 2)
+            mixed = 0.75 * v + 0.25 * (frames + sigma * guess)
+            assert (v - mixed).abs().mean() > 0.01  # the two differ: the test can tell them apart
+            got = expert(z, logsnr, text, **kw)
+            assert (got[:, :, [0, 5]] - v[:, :, [0, 5]]).abs().max() < 1e-5, t      # the given frames: v_masked
+            want = v if t > 0.5 else mixed
+            assert (got[:, :, 1:5] - want[:, :, 1:5]).abs().max() < 1e-5, t         # the made frames
+
+
+def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(cascade):
+    """Animate and between with the cascade's image model as the masked network's expert: the first (and last)
+    frame come back as given, the made frames differ from the masked network's alone, image_expert=0 is it."""
+    run = mav.Cascade.load(str(cascade), stages=["base"])
+    assert {"interp", "image"} <= set(run.models)
+    first, last = torch.rand(1, 1, 32, 32) * 2 - 1, torch.rand(1, 1, 32, 32) * 2 - 1
+    make = lambda **kw: run("2 and four", seed=3, steps=4, frames=8, first=first, **kw)[0]
+    for ends in ({}, {"last": last}):
+        mixed, alone = make(**ends), make(image_expert=0, **ends)
+        assert torch.allclose(mixed[:, 0], mav.to_pixels(first[:, 0]), atol=1e-6)
+        if ends:
+            assert torch.allclose(mixed[:, -1], mav.to_pixels(last[:, 0]), atol=1e-6)
+        assert (mixed - alone).abs().mean() > 1e-4
+
+
 def test_the_cascade_takes_the_image_model_as_expert_unless_told_not_to(cascade):
     """A folder with an image model: Cascade.load holds it, and it changes the base clip; image_expert=0 (or
     no image model) samples the video model alone, as the paper does."""

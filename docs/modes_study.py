@@ -1,0 +1,90 @@
+"""
+Every mode at its defaults, and the main command in half the time (docs/ABLATIONS.md, "Every mode with the
+image expert"; issue 50).
+
+One row = one `python evaluate.py` run, named and kept as a JSON line in docs/modes_study.jsonl (with the
+argv that made it, the machine and the wall time). The rows, each on the same 100 prompts or held-out
+clips per seed, seeds 0 and 1:
+
+    cascade-30 / cascade-10   the whole cascade (base + interp + SR, read at the base rate), base 30 or 10 steps
+    animate-b0 / animate      a clip from its first frame: the masked network alone (as the paper) / with the
+                              image model as each made frame's expert (β 0.75, t <= 0.5; mav.py §11)
+    between-b0 / between      the same from its first and last frames, with PSNR to the true middle frames
+    variation-b0 / variation  a clip with another prompt at strength 0.4 / 0.6 / 0.8 / 1
+
+    python docs/modes_study.py                          # every row, seeds 0 and 1
+    python docs/modes_study.py --rows animate animate-b0 --seeds 0
+    python docs/modes_study.py --steps 10               # the modes' base steps (cascade rows name their own)
+
+A row already in the results (same name, seed and steps) is not made again.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [ROOT, HERE]
+import evaluate  # noqa: E402
+from ablations import machine  # noqa: E402
+
+ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
+    "cascade-30": ["videos", "--steps", "30"],
+    "cascade-10": ["videos", "--steps", "10"],
+    "animate-b0": ["animate", "--image-expert", "0"],
+    "animate": ["animate"],
+    "between-b0": ["between", "--image-expert", "0"],
+    "between": ["between"],
+    "variation-b0": ["variation", "--image-expert", "0"],
+    "variation": ["variation"],
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--steps", type=int, default=None, help="the modes' base steps (default: evaluate.py's)")
+    p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--results", default=os.path.join(HERE, "modes_study.jsonl"))
+    return p.parse_args(argv)
+
+
+def run_row(argv: list[str]) -> dict:
+    """evaluate.py's JSON line for `argv`, its own prints kept off the terminal."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        evaluate.main(argv)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    done = set()
+    if os.path.exists(args.results):
+        with open(args.results) as fh:
+            done = {(r["row"], r["seed"], r["argv"]) for r in map(json.loads, fh)}
+    for seed in args.seeds:
+        for row in args.rows:
+            steps = [] if row.startswith("cascade") or args.steps is None else ["--steps", str(args.steps)]
+            argv = [*ROWS[row], *steps, "--seed", str(seed), "--num-samples", str(args.num_samples)]
+            if row.startswith("cascade"):
+                argv += ["--out", f"runs/modes_study/{row}-{seed}.gif"]
+            if (row, seed, " ".join(argv)) in done:
+                continue
+            os.makedirs("runs/modes_study", exist_ok=True)
+            t0 = time.time()
+            result = run_row(argv)
+            line = {"row": row, "seed": seed, "argv": " ".join(argv), "machine": machine(),
+                    "wall_s": round(time.time() - t0, 1), **result}
+            with open(args.results, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
