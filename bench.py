@@ -21,6 +21,7 @@ from tqdm import tqdm
 import cli
 import judge
 import mav
+import pipeline
 import train
 
 # Dense bf16 peak of the accelerators MFU is quoted against (FLOP/s), by a part of their name.
@@ -109,7 +110,7 @@ def time_steps(args, device, fast: bool, cache):
 def bench_train(args):
     """Training speed of a stage: the fast path beside the plain path, in one process."""
     device = torch.device(args.device)
-    cache = None if args.stage == "judge" else mav.TextCache.load_or_build(cli.SHIPPED, write=False).to(device)
+    cache = None if args.stage == "judge" else pipeline.load_text_cache(cli.SHIPPED, write=False).to(device)
     step_s, flops, peak, params, fast_step = time_steps(args, device, True, cache)
     plain_s = time_steps(args, device, False, cache)[0]
     r, name = args.recipe, device_name(device)

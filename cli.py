@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import mav
+import pipeline
 
 # --- hardware -----------------------------------------------------------------
 # Device and precision are chosen from the hardware, not assumed: bf16 autocast is faster than fp32
@@ -398,8 +399,8 @@ SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints"
 SHIPPED_FOLDERS = {"base": SHIPPED, "cpu": os.path.join(SHIPPED, "cpu")}  # the shipped cascade of each preset
 
 # Upper bounds of a request: beyond them a run takes hours or more memory than a laptop has.
-LIMITS = {**{name: mav.CALL_RANGES[name][2] for name in ("steps", "interp_steps", "sr_steps", "frames")},
-          "extend": mav.CALL_RANGES["extend_frames"][2], "scale": 16,
+LIMITS = {**{name: pipeline.CALL_RANGES[name][2] for name in ("steps", "interp_steps", "sr_steps", "frames")},
+          "extend": pipeline.CALL_RANGES["extend_frames"][2], "scale": 16,
           "num_samples": 1024}
 
 
@@ -428,7 +429,7 @@ def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,i
     cascade.add_argument("--image-expert", type=float, default=mav.IMAGE_EXPERT, metavar="BETA",
                          help="the image model's share of the base model's last steps (t <= "
                               f"{mav.IMAGE_EXPERT_UNTIL:g}), frame by frame: keeps each digit legible where two "
-                              "cross (mav.py §11; used where --checkpoints holds image.json); 0: the video model "
+                              "cross (mav.py §10; used where --checkpoints holds image.json); 0: the video model "
                               f"alone, as the paper samples (default {mav.IMAGE_EXPERT:g})")
 
 
@@ -456,17 +457,17 @@ def check_cascade(p, args, needs_base: bool = True, image_alone: bool = True):
                 f"--prompt ...); {p.prog} runs the video cascade (base, interp, sr)")
     if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
         stage = "image" if args.stages == ["image"] else "video"
-        args.guidance = mav.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)
+        args.guidance = pipeline.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)
         if not guidance_in_range(args.guidance):
             p.error(f"{args.checkpoints}/{stage}.json records guidance {args.guidance!r}: not a number in "
                     f"{GUIDANCE_RANGE}")
 
 
-GUIDANCE_RANGE = "{:g} .. {:g}".format(*mav.RECIPE_RANGES["guidance"][:2])
+GUIDANCE_RANGE = "{:g} .. {:g}".format(*pipeline.RECIPE_RANGES["guidance"][:2])
 
 
 def guidance_in_range(w) -> bool:
-    low, high, _ = mav.RECIPE_RANGES["guidance"]  # the one range: what a recipe may record
+    low, high, _ = pipeline.RECIPE_RANGES["guidance"]  # the one range: what a recipe may record
     return type(w) in (int, float) and math.isfinite(w) and low <= w <= high
 
 
@@ -492,8 +493,8 @@ def load(args, stage: str):
     error that says how to make it."""
     name = CHECKPOINT_OF[stage]
     try:
-        return mav.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), name, args.device)
-    except mav.CheckpointError as e:
+        return pipeline.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), name, args.device)
+    except pipeline.CheckpointError as e:
         if os.path.exists(args.checkpoints) and not os.path.isdir(args.checkpoints):
             die(f"--checkpoints {args.checkpoints} is a file, not a folder")
         if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):  # base: video, from a shipped image
@@ -521,7 +522,7 @@ def borrowed_stages(args) -> dict:
     """A folder with a video model of one's own but no interp or SR (python train.py --stage video makes only
     the video model) borrows them from the shipped cascade of its preset, and says so in one line.
     -> {stage: shipped folder}."""
-    meta = mav.checkpoint_meta(args.checkpoints, "video")
+    meta = pipeline.checkpoint_meta(args.checkpoints, "video")
     shipped = SHIPPED_FOLDERS.get(meta.get("preset"))  # interp and SR of the video model's own preset
     if not shipped or os.path.realpath(args.checkpoints) == os.path.realpath(shipped) or args.stages == ["image"]:
         return {}
@@ -544,7 +545,7 @@ def load_models(args, stages) -> dict:
     names = [s for s in stages if not (s == "base" and animated)]
     if (args.extend or animated) and "interp" not in names:
         names.append("interp")
-    expert_of = "base" in names or animated or args.extend  # the video model or the masked network (mav.py §11)
+    expert_of = "base" in names or animated or args.extend  # the video model or the masked network (mav.py §10)
     if expert_of and args.image_expert and os.path.exists(os.path.join(args.checkpoints, "image.json")):
         names.append("image")  # their per-frame expert
     models = {s: load(args, s) for s in names}
@@ -557,17 +558,17 @@ def load_models(args, stages) -> dict:
 
 def text_cache(args, models) -> mav.TextCache:
     encoder = next(iter(models.values()))[1]["text_encoder"]
-    return mav.TextCache.load_or_build(args.checkpoints, encoder, write=False)  # never writes in what it reads
+    return pipeline.load_text_cache(args.checkpoints, encoder, write=False)  # never writes in what it reads
 
 
 def progress(desc):
     return lambda steps: tqdm(steps, desc=desc, dynamic_ncols=True, leave=False)
 
 
-def cascade(args, models, stages) -> mav.Cascade:
-    """The loaded networks as mav's Cascade, with the text cache of args.checkpoints."""
-    return mav.Cascade({stage: model for stage, (model, _) in models.items()}, text_cache(args, models), stages,
-                       args.guidance)
+def cascade(args, models, stages) -> pipeline.Pipeline:
+    """The loaded networks as a Pipeline (mav's Cascade, its calls checked), with args.checkpoints' text cache."""
+    return pipeline.Pipeline({stage: model for stage, (model, _) in models.items()}, text_cache(args, models), stages,
+                             args.guidance)
 
 
 def cascade_options(args, quiet: bool = False) -> dict:

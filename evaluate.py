@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import cli
 import mav
+import pipeline
 from judge import PAIRS, Judge, build_judge, pair_index, score_videos
 
 
@@ -31,8 +32,8 @@ def load_judge(folder: str, device="cpu") -> Judge:
     if not os.path.exists(os.path.join(folder, "judge.json")):
         folder = cli.SHIPPED
     try:
-        return mav.load_checkpoint(folder, "judge", device, build=build_judge)[0]
-    except mav.CheckpointError as e:
+        return pipeline.load_checkpoint(folder, "judge", device, build=build_judge)[0]
+    except pipeline.CheckpointError as e:
         cli.die(str(e))
 
 
@@ -163,7 +164,7 @@ def evaluate_stage(args):
     """PSNR of interp or SR on held-out clips against the truth, beside its simple baseline."""
     stage = args.what
     model, meta = cli.load(args, stage)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     n, dev = args.num_samples, args.device
     g = torch.Generator().manual_seed(args.seed)
     data = mav.MovingMNIST("test")  # held-out digits only
@@ -213,10 +214,10 @@ def evaluate_modes(args):
     mode = args.what
     model, meta = cli.load(args, "base" if mode == "variation" else "interp")
     image_expert = args.image_expert if os.path.exists(os.path.join(args.checkpoints, "image.json")) else 0.0
-    if image_expert:  # the image model as each made frame's expert, as the cascade samples (mav.py §11)
+    if image_expert:  # the image model as each made frame's expert, as the cascade samples (mav.py §10)
         model = mav.ImageExpert(model, cli.load(args, "image")[0], image_expert)
     judge = load_judge(args.checkpoints, args.device)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     n, dev, f = args.num_samples, args.device, args.frames
     g = torch.Generator().manual_seed(args.seed)
     video, labels = mav.MovingMNIST("test").sample(n, frames=f, generator=g)  # held-out digits only

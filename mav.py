@@ -23,25 +23,22 @@ This file reads top to bottom like the paper:
   7. Interp      masked frame interpolation / extrapolation, 16 -> 76 frames (§3.4)
   8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4)
   9. Stages      the four networks and how each is trained, in one table
- 10. Checkpoints safetensors + JSON, written atomically; the old formats, read in one place
- 11. Expert      beyond the paper: the image model keeps each frame's digits legible
- 12. Cascade     prompt -> base -> interp -> SR, in one call (paper §3, Fig. 2)
+ 10. Expert      beyond the paper: the image model keeps each frame's digits legible
+ 11. Cascade     prompt -> base -> interp -> SR, in one call (paper §3, Fig. 2)
 
 Shapes are written in einops notation: b batch, c channels, f frames, h w
 height width, l text tokens, d text width. Around it: train.py trains, sample.py
 samples, evaluate.py scores (with a digit judge of its own), bench.py times;
-cli.py holds the command-line plumbing they share.
+pipeline.py holds the checkpoint files, the ranges of what a run or a call may
+ask for, and the loader of a folder; cli.py the command-line plumbing.
 """
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import re
-import stat
-import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -49,7 +46,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from safetensors.torch import load_file, save_file
 
 # =============================================================================
 # 1. Data: Moving MNIST with text prompts
@@ -282,10 +278,6 @@ class TextEncoder(nn.Module):
         return Text(tokens.float(), mask, pooled.float())
 
 
-def text_cache_path(folder: str, encoder_name: str) -> str:
-    return os.path.join(folder, "text-" + re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_name) + ".safetensors")
-
-
 class TextCache:
     """Embeddings of all training prompts and the empty prompt, looked up by prompt id."""
 
@@ -298,33 +290,6 @@ class TextCache:
 
     def to(self, device) -> "TextCache":
         return TextCache(self.prompts, self.text.to(device), self.encoder_name)
-
-    @staticmethod
-    def load_or_build(folder: str, encoder_name: str = DEFAULT_TEXT_ENCODER, write: bool = True) -> "TextCache":
-        """The cache in `folder`; where it is missing or unreadable, the encoder's embeddings, written there
-        for the next time only with `write` (training's own folder; sampling never changes what it reads)."""
-        path = text_cache_path(folder, encoder_name)
-        if os.path.exists(path) or os.path.exists(path + ".json"):
-            try:
-                regular_file(path)
-                t = load_file(path)
-                meta = read_json(path + ".json")
-                text = Text(t["tokens"].float(), t["mask"].bool(), t["pooled"].float())
-                if meta["prompts"] != all_prompts() or {len(text.tokens), len(text.mask), len(text.pooled)} != \
-                        {len(meta["prompts"])} or not all_finite(text):
-                    raise ValueError("its rows are not the training prompts' embeddings, all finite")
-                return TextCache(meta["prompts"], text, meta["encoder"])
-            except Exception as e:  # truncated, half of the pair, rows amiss: it is derived data, make it again
-                print(f"warning: cannot read the text-embedding cache {path} ({type(e).__name__}); "
-                      + ("rebuilding it" if write else "embedding the prompts in memory"), file=sys.stderr)
-        prompts = all_prompts()
-        text = TextEncoder(encoder_name)(prompts)
-        if write:
-            os.makedirs(folder, exist_ok=True)
-            atomic_save_tensors({"tokens": text.tokens.half(), "mask": text.mask.to(torch.uint8),
-                                 "pooled": text.pooled.half()}, path)
-            atomic_write_json({"encoder": encoder_name, "prompts": prompts}, path + ".json")
-        return TextCache(prompts, Text(text.tokens.half().float(), text.mask, text.pooled.half().float()), encoder_name)
 
     def embed(self, prompts: list[str]) -> Text:
         """Any prompts -> Text; the encoder is loaded only for prompts not in the cache."""
@@ -678,7 +643,7 @@ class UNetConfig:
     out_channels: int = 1
     temporal: bool = False            # video model: temporal conv + attention + stride embedding
     noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
-    residual: bool = False            # interp, SR: make the difference to a guess (§7, §8); False there: §10
+    residual: bool = False            # interp, SR: make the difference to a guess (§7, §8); False there: pipeline.py
     # What a video model's temporal layers are; each can be switched off to see what it buys
     # (docs/ABLATIONS.md): the frames each temporal conv sees (1: its own only, as swookey-thinky/video_diffusion; 0: no
     # temporal conv), the temporal attention, the frame-stride embedding.
@@ -921,7 +886,7 @@ INTERP_WINDOW = 16   # frames per window: 4 known, 12 generated
 def residual_sample(model, guess, shape, text: Text, null: Text, **kw) -> torch.Tensor:
     """An interp or SR network's frames: its sample (the difference to `guess`, drawn from t = start_t) plus
     the guess. The sample starts from the guess in the network's own terms, noised to start_t: a difference
-    of zero, or (an old network that makes whole frames, guess_weight 0: §10) the guess itself."""
+    of zero, or (an old network that makes whole frames, guess_weight 0: pipeline.py) the guess itself."""
     init = (1 - model.guess_weight) * guess.expand(shape)
     made = sample(model, shape, text, null, init=init, strength=model.start_t, **kw)
     return (model.guess_weight * guess + made).clamp(-1, 1)
@@ -1184,43 +1149,6 @@ class Recipe:
     temporal_only: bool = False # video: only the temporal layers learn; the image model's spatial layers stay frozen
     steps: int = 5000           # optimizer steps of a run (train.py --steps changes it)
 
-    def check(self, stage: str):
-        """Raise ValueError (one line) where this recipe cannot train `stage`: a field outside its range
-        (RECIPE_RANGES), or one that does nothing for the stage."""
-        for name, (low, high, why) in RECIPE_RANGES.items():
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"{name}={value!r} is outside {low:g} .. {high:g} ({why})")
-        clips = stage in STAGES and STAGES[stage].unet.get("temporal", False)
-        if clips != (self.frames > 1):
-            raise ValueError(f"frames={self.frames}: the {stage} stage trains on "
-                             + ("clips of 2 frames or more" if clips else "single frames (frames=1)"))
-        if stage == "interp" and (self.frames - 1) % INTERP_FACTOR:
-            raise ValueError(f"frames for interp must be 1 + a multiple of {INTERP_FACTOR} (e.g. 16)")
-        if stage != "video" and (self.joint_images or self.scratch or self.temporal_only):
-            raise ValueError("joint_images, scratch and temporal_only apply to the video stage")
-        if self.temporal_only and (self.joint_images or self.scratch):
-            raise ValueError("temporal_only trains the temporal layers of an inflated image model: no joint images "
-                             "(they pass only through the frozen spatial layers) and not from scratch")
-
-
-# The range of every recipe number: what a real run can use. Sizes beyond these are refused here; sizes
-# within them that the machine cannot hold are refused by train.py's memory estimate, before any work.
-RECIPE_RANGES = {
-    "batch": (1, 65536, "examples per step: more than any machine's memory holds at 32²"),
-    "frames": (1, 256, "frames per clip: temporal attention grows with frames², and the data has no longer clips"),
-    "lr": (1e-8, 1.0, "AdamW moves each weight by about lr a step: above 1 a single step is rubbish, "
-                      "below 1e-8 nothing moves"),
-    "warmup": (0, 1_000_000, "steps of the linear warm-up (longer than the run: the lr never reaches its peak)"),
-    "cooldown": (0, 0.99, "the share of the run the lr falls over"),
-    "min_snr": (0, 10_000, "Min-SNR-γ; 0 is off, and past ~1e4 it weights like the plain loss"),
-    "ema_decay": (0, 0.99999, "the EMA's decay: 1 would never move from the first weights"),
-    "joint_images": (0, 65536, "single frames added to every video step"),
-    "guidance": (0, 100, "the guidance weight: past ~100 the guided v saturates every pixel"),
-    "scratch": (0, 1, "a switch"),
-    "temporal_only": (0, 1, "a switch"),
-    "steps": (1, 10_000_000, "optimizer steps: ten million is months on any machine"),
-}
 
 
 RECIPES = {
@@ -1303,217 +1231,7 @@ STAGE_LOSSES = {"image": image_loss, "video": video_loss, "interp": interp_loss,
 
 
 # =============================================================================
-# 10. Checkpoints: safetensors + JSON, and the old formats
-# =============================================================================
-# <dir>/<stage>.safetensors holds the EMA weights (what sampling uses) in fp16;
-# <dir>/<stage>.json beside it says what they are: the model config, the stage,
-# the text encoder, the steps trained and any metrics. Both are written to a
-# temporary name and renamed, so a run killed mid-write leaves the previous
-# checkpoint intact. The full training state (weights, EMA, optimizer, RNG) for
-# --resume is a separate <stage>-train.pt that is never shipped.
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or not the one asked for (one-line message)."""
-
-
-# Each file is written under a temporary name and renamed once whole (commit); a save of several files renames
-# them only when all are written, so a full disk or a kill mid-write leaves the previous set as it was.
-
-def write_tensors(tensors: dict, path: str, metadata=None) -> tuple[str, str]:
-    tmp = path + ".tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # as any file the user writes (safetensors makes it 0600)
-    return tmp, path
-
-
-def write_json(obj, path: str) -> tuple[str, str]:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    return tmp, path
-
-
-def write_torch(obj, path: str) -> tuple[str, str]:
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    return tmp, path
-
-
-def commit(*written: tuple[str, str]):
-    """Rename each (temporary, final) pair: the files appear together, each whole."""
-    for tmp, path in written:
-        os.replace(tmp, path)
-
-
-def atomic_save_tensors(tensors: dict, path: str, metadata=None):
-    commit(write_tensors(tensors, path, metadata))
-
-
-def atomic_write_json(obj, path: str):
-    commit(write_json(obj, path))
-
-
-def atomic_torch_save(obj, path: str):
-    commit(write_torch(obj, path))
-
-
-def load_weights(model: nn.Module, state: dict):
-    """load_state_dict, whose error names the first missing, unexpected or misshapen key (not only the model)."""
-    own, state = model.state_dict(), renamed(state)  # old key names, today's
-    for key in own:
-        if key not in state:
-            raise CheckpointError(f"missing key {key}")
-        if state[key].shape != own[key].shape:
-            raise CheckpointError(f"{key} is {tuple(state[key].shape)} in the file, "
-                                  f"{tuple(own[key].shape)} in the model")
-    for key in state:
-        if key not in own:
-            raise CheckpointError(f"unexpected key {key}")
-    model.load_state_dict(state)
-
-
-def all_finite(tensors, dtype=None) -> bool:
-    """Every number finite, also once cast to `dtype` (fp16 overflows past 65504)."""
-    return all(bool(t.detach().to(dtype or t.dtype).isfinite().all()) for t in tensors if t.is_floating_point())
-
-
-def checkpoint_files(folder: str, stage: str, model: nn.Module, meta: dict) -> list[tuple[str, str]]:
-    """Write <folder>/<stage>.safetensors (fp16) and <stage>.json under temporary names, for commit()."""
-    os.makedirs(folder, exist_ok=True)
-    weights = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
-    return [write_tensors(weights, os.path.join(folder, stage + ".safetensors")),
-            write_json({"stage": stage, "config": asdict(model.cfg), **meta}, os.path.join(folder, stage + ".json"))]
-
-
-def save_checkpoint(folder: str, stage: str, model: nn.Module, meta: dict):
-    commit(*checkpoint_files(folder, stage, model, meta))
-
-
-JSON_BYTES = 1 << 20  # a checkpoint's JSON is a few kB: a bigger one (or /dev/zero behind a link) is not one
-
-
-def regular_file(path: str, limit: int | None = None):
-    """Raise CheckpointError unless `path` is a regular file (a FIFO would block the read forever, a device never
-    end it) of at most `limit` bytes."""
-    if not os.path.isfile(path) or not stat.S_ISREG(os.stat(path).st_mode):
-        raise CheckpointError(f"{path} is not a regular file" if os.path.exists(path) else f"no {path}")
-    if limit is not None and os.path.getsize(path) > limit:
-        raise CheckpointError(f"{path} is {os.path.getsize(path):,} bytes: not a checkpoint's JSON (a few kB)")
-
-
-def read_json(path: str):
-    regular_file(path, JSON_BYTES)
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def checkpoint_meta(folder: str, stage: str) -> dict:
-    """The JSON beside a checkpoint, or {} if there is none (or it is not a JSON object: load_checkpoint says so)."""
-    try:
-        meta = read_json(os.path.join(folder, stage + ".json"))
-    except (OSError, ValueError, CheckpointError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
-    """-> (UNet in eval mode with fp32 weights, meta). Raises CheckpointError with a one-line reason.
-    `build` makes the network from the config in the JSON (default: network(); the judge: its own)."""
-    weights, config = os.path.join(folder, stage + ".safetensors"), os.path.join(folder, stage + ".json")
-    if not (os.path.exists(weights) and os.path.exists(config)):
-        raise CheckpointError(f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json)")
-    try:
-        regular_file(weights)
-        meta = read_json(config)
-        if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)):
-            raise CheckpointError(f"{config} is not a checkpoint's JSON (an object with its model's config)")
-        if build is None and not isinstance(meta.get("text_encoder"), str):
-            raise CheckpointError(f"{config} names no text_encoder (the encoder the network was trained with)")
-        if build is None and not (meta["text_encoder"] == DEFAULT_TEXT_ENCODER or os.path.isdir(meta["text_encoder"])):
-            raise CheckpointError(f"{config} names the text encoder {meta['text_encoder'][:100]!r}, which is not on "
-                                  f"this machine (the packaged {DEFAULT_TEXT_ENCODER}, or a local folder): refused, "
-                                  "not downloaded")
-        if build is None:
-            check_config(meta["config"])
-        state = load_file(weights)
-        odd = next((k for k, v in state.items() if v.dtype not in (torch.float16, torch.bfloat16, torch.float32)), None)
-        if odd:
-            raise CheckpointError(f"{weights}: {odd} is stored as {state[odd].dtype}, not as floating-point weights")
-        model = (build or network)(meta["config"])
-        load_weights(model, {k: v.float() for k, v in state.items()})
-    except CheckpointError:
-        raise
-    except Exception as e:  # truncated file, bad JSON, wrong keys or shapes ...
-        raise CheckpointError(f"cannot read the {stage} checkpoint in {folder}/: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
-    if meta.get("stage") != stage:
-        raise CheckpointError(f"{weights} is a {meta.get('stage')!r} checkpoint, not {stage!r}")
-    if not all_finite(state.values()):
-        raise CheckpointError(f"{weights} holds weights that are not finite: a broken run's, refused")
-    return model.to(device).eval(), meta
-
-
-# The sizes a config may hold, field -> (low, high): wider than any preset by far, yet a network that a laptop
-# can build. Checked by arithmetic before anything is built: a JSON's res_blocks 100000 is refused, not built.
-CONFIG_SIZES = {"channels": (1, 1024), "res_blocks": (1, 16), "head_dim": (1, 1024), "text_dim": (1, 4096),
-                "in_channels": (1, 16), "cond_channels": (0, 16), "out_channels": (1, 16)}
-MAX_PARAMS = 200_000_000  # ~25x the base preset's video model
-
-
-def check_config(config: dict):
-    """Raise CheckpointError (one line) for a config whose sizes are out of CONFIG_SIZES or whose network would
-    hold more than MAX_PARAMS weights (estimated: two 3x3 convolutions per ResBlock, down and up)."""
-    channels = config.get("channels")
-    if not (isinstance(channels, (list, tuple)) and 1 <= len(channels) <= 6):
-        raise CheckpointError(f"config channels={channels!r}: a list of 1 to 6 widths")
-    for name, (low, high) in CONFIG_SIZES.items():
-        for value in (channels if name == "channels" else [config.get(name, getattr(UNetConfig, name))]):
-            if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
-                raise CheckpointError(f"config {name}={value!r} is outside {low} .. {high}")
-    levels = config.get("attn_levels", ())
-    if not (isinstance(levels, (list, tuple)) and all(isinstance(k, int) and 0 <= k < len(channels) for k in levels)):
-        raise CheckpointError(f"config attn_levels={levels!r}: levels of the {len(channels)} the network has")
-    params = sum(2 * 2 * 9 * c * c * config.get("res_blocks", 1) for c in channels)
-    if params > MAX_PARAMS:
-        raise CheckpointError(f"config channels={list(channels)} res_blocks={config.get('res_blocks')}: about "
-                              f"{params / 1e6:,.0f}M weights, over {MAX_PARAMS / 1e6:,.0f}M")
-
-
-def network(config: dict) -> UNet:
-    """The UNet a checkpoint's config describes: a UNet, or (an old interp or SR format) a WholeFrameUNet."""
-    cfg = UNetConfig(**config)
-    return WholeFrameUNet(cfg) if cfg.cond_channels and not cfg.residual else UNet(cfg)
-
-
-# --- The old formats, read here and nowhere else ----------------------------------
-# The shipped GPU-trained checkpoints predate two changes: the stride embedding
-# was called fps_embed, and the interpolation and SR networks made whole
-# frames (interp from 2 conditioning channels, the known frames and the mask;
-# SR from a bilinear upsampling) where today's make the difference to a guess.
-# Only a GPU run can retrain them (docs/TRAINING.md lists its commands); until
-# then they are converted as they load, so §7 and §8 read as one method each.
-
-def renamed(state: dict) -> dict:
-    """A state dict written before the stride embedding was named so (fps_embed), with today's names."""
-    old = "fps_embed."
-    return {"stride_embed." + k[len(old):] if k.startswith(old) else k: v for k, v in state.items()}
-
-
-class WholeFrameUNet(UNet):
-    """An old interp or SR network, as §7 and §8 use it: its guess counts 0 (it makes the whole frame), its
-    sampler starts from the guess noised to t = 0.8 (SDEdit, §3: from pure noise its first x̂ is the one it
-    met least in training, and a step or two cannot mend it), SR gives it a bilinear upsampling, and interp's
-    blend channel, which it never saw, is dropped from its conditioning."""
-    start_t, guess_weight, upsampling = 0.8, 0.0, "bilinear"
-
-    def forward(self, x, logsnr, text: Text, stride=None, cond=None, aug=None):
-        return super().forward(x, logsnr, text, stride, cond[:, :self.cfg.cond_channels], aug)
-
-
-# =============================================================================
-# 11. Beyond the paper: the image model as a per-frame expert at sampling
+# 10. Beyond the paper: the image model as a per-frame expert at sampling
 # =============================================================================
 # Make-A-Video samples its video model alone. Where two digits cross, that
 # model often draws neither: both temporal layers (§4) look at one pixel
@@ -1575,108 +1293,43 @@ class ImageExpert(nn.Module):
 
 
 # =============================================================================
-# 12. The cascade: from a prompt to a video (paper §3, Fig. 2)
+# 11. The cascade: from a prompt to a video (paper §3, Fig. 2)
 # =============================================================================
 # At inference Make-A-Video chains its networks: the video model draws 16
 # frames at 32² from the text (§5, §6; here with the image model as its
-# per-frame expert, §11), the interpolation network raises them
+# per-frame expert, §10), the interpolation network raises them
 # to 76 (§7), the super-resolution network to 64² (§8). A Cascade is those
 # networks of one checkpoint folder and their text cache, called with prompts
-# and plain keywords, as a diffusers pipeline is:
+# and plain keywords, as a diffusers pipeline is (pipeline.py loads one from a
+# folder and checks what a call asks for):
 #
-#     cascade = mav.Cascade.load("checkpoints")
+#     cascade = pipeline.Pipeline.load("checkpoints")
 #     videos, fps = cascade("2 and four", seed=0)   # (1 76 64 64) in [0, 1], 40 fps
 #
 # Given pictures replace the base model's draw from noise: `first` (and `last`)
 # are animated by the masked network (§7: the paper's image animation), a
 # `video` is varied (SDEdit: noised to t = `strength`, then denoised).
 
-# What a call may ask for, keyword -> (type, low, high, why): beyond these a run takes hours or the number
-# means nothing. The scripts' flags are checked by the same table (cli.py).
-CALL_RANGES = {
-    "steps": (int, 1, 1000, "diffusion steps of the base model"),
-    "interp_steps": (int, 1, 1000, "diffusion steps of interpolation"),
-    "sr_steps": (int, 1, 1000, "diffusion steps of super-resolution"),
-    "frames": (int, 1, 64, "frames the base model draws: temporal attention grows with frames²"),
-    "extend_frames": (int, 0, 240, "frames added after the base clip"),
-    "guidance": (float, 0, 100, "the guidance weight: past ~100 the guided v saturates every pixel"),
-    "image_expert": (float, 0, 1, "β, the image model's share of v̂"),
-    "strength": (float, 1e-6, 1, "how far from the given video: about 0 = the video, 1 = a fresh sample"),
-    "seed": (int, 0, 2 ** 63 - 1, "a torch.Generator seed"),
-}
-
-
-def check_call(**kw):
-    """Raise TypeError or ValueError, in one line naming the keyword, its value and its range, for a value of
-    CALL_RANGES that a call cannot use (a NaN, a float for a count, a count out of range)."""
-    for name, value in kw.items():
-        kind, low, high, why = CALL_RANGES[name]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or (kind is int and not isinstance(value, int)):
-            raise TypeError(f"{name}={value!r}: must be {'an int' if kind is int else 'a number'} ({why})")
-        if not (math.isfinite(value) and low <= value <= high):
-            bound = "2^63 - 1" if high == 2 ** 63 - 1 else f"{high:g}"
-            raise ValueError(f"{name}={value!r} is outside {low:g} .. {bound} ({why})")
-
-
 class Cascade:
     """The networks of one checkpoint folder, by cascade stage (base, interp, sr), and their text cache.
     `stages` are the ones a call runs; `models` may hold the masked network (interp) for --extend, --image
-    and --between without running interpolation, and the image model, the video model's expert (§11)."""
+    and --between without running interpolation, and the image model, the video model's expert (§10)."""
 
     def __init__(self, models: dict, cache: TextCache, stages=("base", "interp", "sr"), guidance: float = GUIDANCE):
         self.models, self.cache, self.guidance = models, cache, guidance
         self.stages = [s for s in CASCADE if s in stages and s in models]
         self.device = next(next(iter(models.values())).parameters()).device
 
-    @classmethod
-    def load(cls, folder: str = "checkpoints", device="cpu", stages=None) -> "Cascade":
-        """Every stage with a checkpoint in `folder` (base always), or those named; the image model, where there
-        is one (§11); the guidance weight the video model's trainer recorded. Raises CheckpointError (one line)
-        for what cannot be read."""
-        held = [s for s in CASCADE if s == "base" or os.path.exists(os.path.join(folder, CASCADE[s] + ".json"))]
-        has_image = os.path.exists(os.path.join(folder, "image.json"))
-        expert = ["image"] if has_image and "base" in (stages or held) else []  # the video model's expert, §11
-        models, metas = {}, {}
-        for stage in dict.fromkeys([*(stages or held), *(["interp"] if "interp" in held else []), *expert]):
-            models[stage], metas[stage] = load_checkpoint(folder, CASCADE.get(stage, stage), device)
-        encoders = sorted({meta["text_encoder"] for meta in metas.values()})
-        if len(encoders) > 1:
-            raise CheckpointError(f"the checkpoints in {folder}/ were trained with different text encoders: {encoders}")
-        guidance = metas.get("base", {}).get("guidance", GUIDANCE)
-        return cls(models, TextCache.load_or_build(folder, encoders[0], write=False), stages or held, guidance)
-
     @torch.no_grad()
     def __call__(self, prompts, seed: int = 0, **kw) -> tuple[torch.Tensor, float]:
         """A prompt or a list of them -> (videos (n f h w) in [0, 1] on the CPU, frames per second).
         Keywords: those of generate(); a `generator` replaces the seed."""
         prompts = [prompts] if isinstance(prompts, str) else prompts
-        if not (isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str) for p in prompts)):
-            raise TypeError(f"prompts={prompts!r}: must be a prompt or a non-empty list of them (strings)")
-        if "generator" not in kw:
-            check_call(seed=seed)
         text = self.cache.embed(list(prompts)).to(self.device)
         null = self.cache.embed([""] * len(prompts)).to(self.device)
         generator = kw.pop("generator", None) or torch.Generator().manual_seed(seed)
         x, fps = self.generate(text, null, generator, **kw)
         return to_pixels(x)[:, 0].float().cpu(), fps
-
-    def check_inputs(self, n: int, frames: int, first, last, video, extend_frames: int):
-        """The networks a call needs are held, and its pictures have the shapes it needs (ValueError, one line)."""
-        need = ["interp"] * (first is not None or bool(extend_frames)) + ["base"] * (first is None)
-        missing = [stage for stage in need if stage not in self.models]
-        if missing:
-            raise ValueError(f"this cascade holds no {missing[0]} network (it holds {', '.join(self.models)}): "
-                             f"load it with {missing[0]!r} among its stages")
-        if last is not None and first is None:
-            raise ValueError("last= needs first= (the motion between two pictures)")
-        shapes = {"first": (first, (n, 1, BASE, BASE)), "last": (last, (n, 1, BASE, BASE)),
-                  "video": (video, (n, 1, frames, BASE, BASE))}
-        for name, (x, shape) in shapes.items():
-            if x is not None and (not torch.is_tensor(x) or tuple(x.shape) != shape):
-                got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-                raise ValueError(f"{name}: a tensor of shape {shape} in [-1, 1] (n 1 {'frames ' * (name == 'video')}"
-                                 f"h w), got {got}")
 
     def effective_image_expert(self, image_expert: float = IMAGE_EXPERT) -> float:
         """β as the base model samples with it: 0 where the cascade holds no image model."""
@@ -1684,7 +1337,7 @@ class Cascade:
 
     def with_expert(self, stage: str, image_expert: float = IMAGE_EXPERT) -> nn.Module:
         """The video model (base) or the masked network (interp, for animate, between and extend), with the
-        image model as its per-frame expert (§11) where the cascade holds one."""
+        image model as its per-frame expert (§10) where the cascade holds one."""
         if self.effective_image_expert(image_expert):
             return ImageExpert(self.models[stage], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
         return self.models[stage]
@@ -1697,12 +1350,8 @@ class Cascade:
                  progress=None, done=None):
         """base -> (extend) -> interp -> sr for the prompts of `text` -> (x (n 1 f h w) in [-1, 1], fps).
         first, last: (n 1 32 32) pictures to animate; video: (n 1 frames 32 32) to vary; all in [-1, 1].
-        image_expert: β of §11, if the cascade holds an image model (0: the video model alone, as the paper).
+        image_expert: β of §10, if the cascade holds an image model (0: the video model alone, as the paper).
         progress(desc), if given, wraps each stage's steps (a tqdm, say); done(stage) is called as each ends."""
-        check_call(steps=steps, interp_steps=interp_steps, sr_steps=sr_steps, frames=frames,
-                   extend_frames=extend_frames, image_expert=image_expert, strength=strength,
-                   **({} if guidance is None else {"guidance": guidance}))
-        self.check_inputs(len(text), frames, first, last, video, extend_frames)
         n, bar, done = len(text), progress or (lambda desc: None), done or (lambda stage: None)
         common = dict(sampler=sampler, generator=generator)
         base = dict(steps=steps, guidance=self.guidance if guidance is None else guidance,

@@ -22,6 +22,7 @@ import torch
 
 import cli
 import mav
+import pipeline
 
 def parse_args(argv=None):
     """The request, checked and resolved (prompts, mode, stages, output path) before anything is loaded."""
@@ -99,7 +100,7 @@ def check_request(p, args):
         p.error("--strength applies to --variation")
     args.strength = 0.6 if args.strength is None else args.strength
     try:
-        mav.check_call(strength=args.strength)
+        pipeline.check_call(strength=args.strength)
     except ValueError as e:
         p.error(f"--strength: {e}")
     cli.check_cascade(p, args)

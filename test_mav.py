@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import imageio.v3 as iio
@@ -26,6 +27,7 @@ import cli
 import evaluate
 import judge
 import mav
+import pipeline
 import sample
 import train
 
@@ -53,13 +55,13 @@ def untimed_runs(request, monkeypatch):
 def cache_dir(tmp_path_factory):
     """A folder holding the text-embedding cache, built once (the only time the encoder runs)."""
     folder = tmp_path_factory.mktemp("cache")
-    mav.TextCache.load_or_build(str(folder))
+    pipeline.load_text_cache(str(folder))
     return folder
 
 
 @pytest.fixture(scope="session")
 def cache(cache_dir):
-    return mav.TextCache.load_or_build(str(cache_dir))
+    return pipeline.load_text_cache(str(cache_dir))
 
 
 def fake_text(n: int, value: float | None = None) -> mav.Text:
@@ -137,8 +139,8 @@ def broken_checkpoints(trained, tmp_path):
             data = (folder / "video.safetensors").read_bytes()
             (folder / "video.safetensors").write_bytes(data[: len(data) // 2])
         elif kind == "bad-guidance":
-            meta = mav.checkpoint_meta(str(folder), "video")
-            mav.atomic_write_json({**meta, "guidance": "strong"}, str(folder / "video.json"))
+            meta = pipeline.checkpoint_meta(str(folder), "video")
+            pipeline.atomic_write_json({**meta, "guidance": "strong"}, str(folder / "video.json"))
         elif kind == "other-stage":
             shutil.copy(folder / "image.safetensors", folder / "video.safetensors")
             shutil.copy(folder / "image.json", folder / "video.json")
@@ -536,7 +538,7 @@ def test_inflation_invariant(cache):
 
 
 def test_the_image_expert_mixes_in_the_image_model_frame_by_frame_at_low_noise_only(cache):
-    """§11: above t_e the expert is the video model; at t <= t_e its v is (1 − β)·video + β·image, the image
+    """§10: above t_e the expert is the video model; at t <= t_e its v is (1 − β)·video + β·image, the image
     model applied to every frame on its own (the video model here trained away from it: random temporal
     weights)."""
     image_model = randomized(mav.UNet(TINY)).eval()
@@ -559,7 +561,7 @@ def test_the_image_expert_mixes_in_the_image_model_frame_by_frame_at_low_noise_o
 
 
 def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache):
-    """§11 in the masked modes (animate, between, extend): on the frames the network makes, at t <= t_e, its v
+    """§10 in the masked modes (animate, between, extend): on the frames the network makes, at t <= t_e, its v
     is (1 − β)·v_masked + β·v_image, the image model reading the frames themselves (the noised difference
     plus α·guess) and its v taken back into the difference's terms (+ σ·guess); the given frames keep the
     masked network's own v, and above t_e nothing is mixed."""
@@ -589,7 +591,7 @@ def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache)
 def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(cascade):
     """Animate and between with the cascade's image model as the masked network's expert: the first (and last)
     frame come back as given, the made frames differ from the masked network's alone, image_expert=0 is it."""
-    run = mav.Cascade.load(str(cascade), stages=["base"])
+    run = pipeline.Pipeline.load(str(cascade), stages=["base"])
     assert {"interp", "image"} <= set(run.models)
     first, last = torch.rand(1, 1, 32, 32) * 2 - 1, torch.rand(1, 1, 32, 32) * 2 - 1
     make = lambda **kw: run("2 and four", seed=3, steps=4, frames=8, first=first, **kw)[0]
@@ -604,7 +606,7 @@ def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(c
 def test_the_cascade_takes_the_image_model_as_expert_unless_told_not_to(cascade):
     """A folder with an image model: Cascade.load holds it, and it changes the base clip; image_expert=0 (or
     no image model) samples the video model alone, as the paper does."""
-    with_image = mav.Cascade.load(str(cascade), stages=["base"])
+    with_image = pipeline.Pipeline.load(str(cascade), stages=["base"])
     alone = mav.Cascade({"base": with_image.models["base"]}, with_image.cache, ["base"], with_image.guidance)
     assert "image" in with_image.models
     make = lambda run, **kw: run("2 and four", seed=3, steps=3, **kw)[0]
@@ -668,9 +670,9 @@ def test_without_temporal_conv_and_attention_the_video_model_sees_frames_apart()
 
 def test_checkpoint_round_trip(tmp_path):
     model = randomized(mav.UNet(TINY))
-    mav.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": mav.DEFAULT_TEXT_ENCODER, "step": 7,
+    pipeline.save_checkpoint(str(tmp_path), "image", model, {"text_encoder": mav.DEFAULT_TEXT_ENCODER, "step": 7,
                                                            "preset": "tiny"})
-    loaded, meta = mav.load_checkpoint(str(tmp_path), "image")
+    loaded, meta = pipeline.load_checkpoint(str(tmp_path), "image")
     assert meta["step"] == 7 and loaded.cfg == model.cfg
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a.half().float(), b), name  # stored as fp16
@@ -712,7 +714,7 @@ def test_training_masks():
 @pytest.mark.parametrize("channels,residual", [(3, True), (2, False)])  # today's, and the shipped GPU-trained
 def test_interpolate_and_extend_keep_the_known_frames(cache, channels, residual):
     cfg = mav.replace(TINY, temporal=True, cond_channels=channels, residual=residual)
-    model = randomized(mav.network(mav.asdict(cfg))).eval()
+    model = randomized(pipeline.network(asdict(cfg))).eval()
     clip = torch.rand(2, 1, 16, 32, 32) * 2 - 1
     text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
     out = mav.interpolate(model, clip, text, null, steps=2, generator=torch.Generator().manual_seed(0))
@@ -818,7 +820,7 @@ def test_fp16_training_scales_its_loss_and_resumes_bit_exactly(cache_dir, tmp_pa
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     losses = [float(line.split()[3]) for line in (tmp_path / "once" / "image.log").read_text().splitlines()]
     assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
-    assert mav.checkpoint_meta(str(tmp_path / "once"), "image")["precision"] == "fp16"
+    assert pipeline.checkpoint_meta(str(tmp_path / "once"), "image")["precision"] == "fp16"
 
 
 def test_cpu_bf16_detection(monkeypatch):
@@ -878,7 +880,7 @@ def test_train_writes_checkpoints_and_logs(trained):
     for name in ("image.safetensors", "image.json", "image.log", "image-train.pt",
                  "video.safetensors", "video.json", "video.log"):
         assert (trained / name).exists(), name
-    model, meta = mav.load_checkpoint(str(trained), "video")
+    model, meta = pipeline.load_checkpoint(str(trained), "video")
     assert model.cfg.temporal and meta["step"] == 4 and meta["image_step"] == 30 and meta["preset"] == "tiny"
     assert meta["text_encoder"] == mav.DEFAULT_TEXT_ENCODER
     assert len((trained / "image.log").read_text().splitlines()) == 3  # steps 10, 20, 30
@@ -891,7 +893,7 @@ def test_an_ablated_network_trains_resumes_and_loads_as_built(trained, tmp_path)
     shutil.copytree(trained, folder)
     tiny_video_run(folder, "--overwrite", "--model", "temporal_kernel=1", "temporal_attention=0", "--save-every", "1")
     tiny_video_run(folder, "--resume", "--steps", "3")
-    model, meta = mav.load_checkpoint(str(folder), "video")
+    model, meta = pipeline.load_checkpoint(str(folder), "video")
     assert meta["step"] == 3 and model.cfg.temporal_kernel == 1 and not model.cfg.temporal_attention
     assert not any("temporal_attn" in name for name in model.state_dict())
     assert model.conv_in.temporal.kernel_size == (1,)
@@ -900,8 +902,8 @@ def test_an_ablated_network_trains_resumes_and_loads_as_built(trained, tmp_path)
 def test_a_scratch_video_model_loads_no_image_weights(trained, tmp_path):
     """scratch=1 starts from fresh weights, with or without an image model in the folder; inflation starts
     from the image model's (after 2 steps at a warm-up learning rate they are still nearly those)."""
-    image = mav.load_checkpoint(str(trained), "image")[0].state_dict()["conv_in.spatial.weight"]
-    distance = lambda folder: (mav.load_checkpoint(str(folder), "video")[0].state_dict()["conv_in.spatial.weight"]
+    image = pipeline.load_checkpoint(str(trained), "image")[0].state_dict()["conv_in.spatial.weight"]
+    distance = lambda folder: (pipeline.load_checkpoint(str(folder), "video")[0].state_dict()["conv_in.spatial.weight"]
                                - image).abs().max().item()
     scratch, alone = tmp_path / "scratch", tmp_path / "alone"
     shutil.copytree(trained, scratch)
@@ -912,7 +914,7 @@ def test_a_scratch_video_model_loads_no_image_weights(trained, tmp_path):
     tiny_video_run(scratch, "--overwrite", "--recipe", "scratch=1")
     tiny_video_run(alone, "--recipe", "scratch=1")
     assert distance(trained) < 1e-3 < distance(scratch)  # trained: its video model was inflated, 4 steps ago
-    meta = mav.checkpoint_meta(str(alone), "video")
+    meta = pipeline.checkpoint_meta(str(alone), "video")
     assert meta["recipe"]["scratch"] and "image_step" not in meta and not (alone / "image.safetensors").exists()
 
 
@@ -930,7 +932,7 @@ def test_ctrl_c_saves_and_exits_cleanly(cache_dir, tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert "interrupted at step" in stdout and "image.safetensors" in stdout
-    model, meta = mav.load_checkpoint(str(out), "image")
+    model, meta = pipeline.load_checkpoint(str(out), "image")
     assert meta["step"] >= 1
 
 
@@ -945,7 +947,7 @@ def test_torchrun_two_cpu_processes(trained, tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "parameters identical on all 2 ranks" in run.stdout
-    meta = mav.checkpoint_meta(str(folder), "video")
+    meta = pipeline.checkpoint_meta(str(folder), "video")
     assert meta["processes"] == 2 and meta["step"] == 2
     assert len(torch.load(folder / "video-train.pt", weights_only=False)["rng_cpu"]) == 2
     sample.main(["--checkpoints", str(folder), "--steps", "2", "--out", str(tmp_path / "ddp.gif")])
@@ -970,10 +972,10 @@ def test_train_init_fine_tunes_a_checkpoint(cascade, tmp_path):
     train.main(["--stage", "interp", "--preset", "tiny", "--init", str(cascade), "--out", str(out), "--overwrite",
                 "--steps", "2",
                 "--recipe", "batch=2", "frames=6", "warmup=1", "lr=1e-2", "ema_decay=0", "--sample-every", "0"])
-    meta = mav.checkpoint_meta(str(out), "interp")
+    meta = pipeline.checkpoint_meta(str(out), "interp")
     assert meta["step"] == 2 and meta["init_step"] == 3 and meta["video_step"] == 4
-    before, _ = mav.load_checkpoint(str(cascade), "interp")
-    after, _ = mav.load_checkpoint(str(out), "interp")
+    before, _ = pipeline.load_checkpoint(str(cascade), "interp")
+    after, _ = pipeline.load_checkpoint(str(out), "interp")
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
 
 
@@ -1001,7 +1003,7 @@ def test_train_without_warmup(cache_dir, tmp_path):
         shutil.copytree(cache_dir, out)
         tiny_image_run(out, 2, "--recipe", f"warmup={warmup}", "cooldown=0")
         lrs[warmup] = [float(line.split(" lr ")[1].split()[0]) for line in open(out / "image.log") if " lr " in line]
-        assert mav.checkpoint_meta(str(out), "image")["step"] == 2
+        assert pipeline.checkpoint_meta(str(out), "image")["step"] == 2
     lr = mav.RECIPES["image"].lr
     assert lrs == {0: [lr, lr], 4: [lr / 4, lr / 2]}
 
@@ -1057,7 +1059,7 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
     assert "on this machine about" in printed
     assert "time limit: video stopped at step 1 of 2, saved; continue the chain with: python train.py --stage all " \
            f"--preset tiny --out {slow} --seed 0 --steps 2 --resume" in printed, printed
-    assert list(mav.checkpoint_meta(str(slow), "chain")["done"]) == ["image"]
+    assert list(pipeline.checkpoint_meta(str(slow), "chain")["done"]) == ["image"]
     image_bytes = (slow / "image.safetensors").read_bytes()
     monkeypatch.setattr(train.Trainer, "stop_reason", stop_reason)
     monkeypatch.setattr(train, "step_seconds", lambda *args: 0.01)
@@ -1066,14 +1068,14 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
     assert "done already: image" in printed and "chain done" in printed
     for stage in train.CHAIN:
         assert (slow / f"{stage}.safetensors").read_bytes() == (fast / f"{stage}.safetensors").read_bytes(), stage
-    chain = mav.checkpoint_meta(str(slow), "chain")
+    chain = pipeline.checkpoint_meta(str(slow), "chain")
     assert list(chain["done"]) == train.CHAIN and chain["steps"] == dict.fromkeys(train.CHAIN, 2)
     assert (slow / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
-    video, interp, sr = (mav.checkpoint_meta(str(slow), stage) for stage in ("video", "interp", "sr"))
+    video, interp, sr = (pipeline.checkpoint_meta(str(slow), stage) for stage in ("video", "interp", "sr"))
     assert video["step"] == 2 and video["image_step"] == 2 and interp["video_step"] == 2
     for stage, meta in (("video", video), ("interp", interp), ("sr", sr)):  # each trained by its recipe
-        assert meta["recipe"] == mav.asdict(mav.replace(mav.RECIPES[stage], steps=2)), stage
-    assert mav.load_checkpoint(str(slow), "sr")[0].cfg.noise_cond
+        assert meta["recipe"] == asdict(mav.replace(mav.RECIPES[stage], steps=2)), stage
+    assert pipeline.load_checkpoint(str(slow), "sr")[0].cfg.noise_cond
     # the chain's guidance is recorded with the base models and is sample.py's default for them, not a rule
     assert video["guidance"] == mav.RECIPES["video"].guidance == 7 and "guidance" not in sr
     assert sample.parse_args(["--checkpoints", str(slow)]).guidance == 7
@@ -1088,7 +1090,7 @@ def test_unlabeled_trains_exactly_the_temporal_weights(trained, tmp_path):
     assert args.recipe.joint_images == 0  # no text, so no joint images with prompts
     trainer = train.Trainer(args, "video", args.recipe)
     trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
-    image_names = set(mav.load_checkpoint(str(out), "image")[0].state_dict())
+    image_names = set(pipeline.load_checkpoint(str(out), "image")[0].state_dict())
     assert trainable and trainable == {name for name, _ in trainer.model.named_parameters()} - image_names
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
@@ -1112,9 +1114,9 @@ def test_video_stage_on_a_fresh_folder_inflates_the_shipped_image_model(trained,
     assert lines[0].startswith("video: 2 steps into") and "on this machine" in lines[0]  # the ETA first
     assert lines[1].startswith(f"{out}/ holds no image model: inflating the shipped one")
     assert (out / "image.json").read_text() == (shipped / "image.json").read_text()
-    meta = mav.checkpoint_meta(str(out), "video")
+    meta = pipeline.checkpoint_meta(str(out), "video")
     assert meta["recipe"]["temporal_only"] and meta["recipe"]["joint_images"] == 0
-    image = mav.load_checkpoint(str(shipped), "image")[0].state_dict()
+    image = pipeline.load_checkpoint(str(shipped), "image")[0].state_dict()
     state = torch.load(out / "video-train.pt", weights_only=True)
     temporal = mav.temporal_names(mav.UNetConfig(**state["config"]))
     assert temporal and all(torch.equal(state["model"][k], v) for k, v in image.items())  # spatial: frozen
@@ -1157,11 +1159,11 @@ def test_the_time_limit_stops_and_saves_a_run_that_resumes(cache_dir, tmp_path, 
     out = tmp_path / "timed"
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 300, "--time-limit", "0.001")  # 0.06 s: it stops after a step or two, far before 300
-    step = mav.checkpoint_meta(str(out), "image")["step"]
+    step = pipeline.checkpoint_meta(str(out), "image")["step"]
     assert 1 <= step < 300 and "done:" in capsys.readouterr().out
     assert torch.load(out / "image-train.pt", weights_only=False)["step"] == step
     tiny_image_run(out, step + 2, "--resume")
-    assert mav.checkpoint_meta(str(out), "image")["step"] == step + 2
+    assert pipeline.checkpoint_meta(str(out), "image")["step"] == step + 2
 
 
 def test_previews_every_sample_every_steps_and_none_at_the_end_of_a_short_run(cache_dir, tmp_path):
@@ -1188,10 +1190,10 @@ def test_fp16_steps_whose_gradients_overflow_are_skipped_and_counted(cache_dir, 
         return real_loss(*args, **kwargs) * (1e35 if len(calls) == 2 else 1.0)
     monkeypatch.setattr(mav, "diffusion_loss", overflows_once)
     tiny_image_run(out, 4, "--precision", "fp16")
-    meta = mav.checkpoint_meta(str(out), "image")
+    meta = pipeline.checkpoint_meta(str(out), "image")
     assert meta["step"] == 4 and meta["skipped_steps"] == 1
     assert "skipped 1" in (out / "image.log").read_text().splitlines()[-1]
-    assert all(p.isfinite().all() for p in mav.load_checkpoint(str(out), "image")[0].parameters())
+    assert all(p.isfinite().all() for p in pipeline.load_checkpoint(str(out), "image")[0].parameters())
 
 
 # --- sampling: the cascade, the picture modes, the files written --------------------------------------------
@@ -1225,7 +1227,7 @@ CASCADE_CALLS = [  # a learner's mistakes in Python -> the error and the words i
 @pytest.mark.parametrize("kw,error,words", CASCADE_CALLS, ids=[str(c[0])[:40] for c in CASCADE_CALLS])
 def test_the_python_cascade_names_its_bad_argument(cascade, kw, error, words):
     """Every bad keyword is refused before any step, in one line that names it, its value and its range."""
-    model = mav.Cascade.load(str(cascade))
+    model = pipeline.Pipeline.load(str(cascade))
     kw = dict(kw)
     with pytest.raises(error) as info:
         model(kw.pop("prompts", "1 and 2"), **kw)
@@ -1234,7 +1236,7 @@ def test_the_python_cascade_names_its_bad_argument(cascade, kw, error, words):
 
 def test_a_cascade_loaded_without_a_stage_a_call_needs_says_so(cascade):
     with pytest.raises(ValueError, match="holds no base network .* load it with 'base' among its stages"):
-        mav.Cascade.load(str(cascade), stages=["interp"])("1 and 2")
+        pipeline.Pipeline.load(str(cascade), stages=["interp"])("1 and 2")
 
 
 def test_sampling_a_folder_without_interp_and_sr_borrows_them(trained, cascade, tmp_path, monkeypatch, capsys):
@@ -1274,10 +1276,10 @@ def test_several_prompts_make_a_grid_with_its_prompt_list(trained, tmp_path, cap
 
 
 def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
-    meta = mav.checkpoint_meta(str(cascade), "interp")
+    meta = pipeline.checkpoint_meta(str(cascade), "interp")
     assert meta["video_step"] == 4 and meta["config"]["cond_channels"] == 3 and meta["config"]["residual"]
-    assert mav.checkpoint_meta(str(cascade), "sr")["config"]["noise_cond"]
-    assert mav.checkpoint_meta(str(cascade), "sr")["config"]["residual"]
+    assert pipeline.checkpoint_meta(str(cascade), "sr")["config"]["noise_cond"]
+    assert pipeline.checkpoint_meta(str(cascade), "sr")["config"]["residual"]
     out = tmp_path / "cascade.gif"
     sample.main(["--checkpoints", str(cascade), "--steps", "2", "1", "1", "--out", str(out)])
     assert iio.imread(out).shape[:3] == (76, 64, 64)
@@ -1292,7 +1294,7 @@ def test_the_readmes_python_makes_the_video_sample_py_makes(cascade, tmp_path, m
     GIF as sample.py with the same prompt and seed at fp32 (Python runs without autocast)."""
     readme = open(os.path.join(HERE, "README.md")).read()
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    assert 'mav.Cascade.load("checkpoints")' in snippet and len(snippet.strip().splitlines()) <= 4
+    assert 'pipeline.Pipeline.load("checkpoints")' in snippet and len(snippet.strip().splitlines()) <= 4
     monkeypatch.chdir(tmp_path)
     exec(snippet.replace('"checkpoints"', repr(str(cascade))), {})
     written = [f for f in os.listdir(tmp_path) if f.endswith(".gif")]
@@ -1380,7 +1382,7 @@ def test_checkpoints_that_name_the_stride_embedding_fps_embed_still_load(trained
     old = {k.replace("stride_embed.", "fps_embed.", 1): v for k, v in state.items()}
     assert old.keys() != state.keys()
     safetensors.torch.save_file(old, folder / "video.safetensors")
-    model = mav.load_checkpoint(str(folder), "video")[0]
+    model = pipeline.load_checkpoint(str(folder), "video")[0]
     assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items())
 
 
@@ -1392,9 +1394,9 @@ def test_the_shipped_checkpoints_load_and_run(folder, legacy):
     text, logsnr = fake_text(1), torch.zeros(1)
     for stage, shape, cond in (("image", (1, 1, 32, 32), None), ("video", (1, 1, 3, 32, 32), None),
                                ("interp", (1, 1, 3, 32, 32), 3), ("sr", (1, 1, 2, 64, 64), 1)):
-        model, meta = mav.load_checkpoint(folder, stage)
+        model, meta = pipeline.load_checkpoint(folder, stage)
         old = legacy and stage in ("interp", "sr")
-        assert isinstance(model, mav.WholeFrameUNet) == old and model.cfg.residual == (stage in ("interp", "sr")
+        assert isinstance(model, pipeline.WholeFrameUNet) == old and model.cfg.residual == (stage in ("interp", "sr")
                                                                                         and not old)
         x = torch.randn(shape)
         kw = dict(cond=torch.randn(1, cond, *shape[2:])) if cond else {}
@@ -1404,7 +1406,7 @@ def test_the_shipped_checkpoints_load_and_run(folder, legacy):
             v = model(x, logsnr, text, **kw)
         assert v.shape == x.shape and v.isfinite().all(), stage
     if legacy:
-        assert evaluate.load_judge(folder).cfg == judge.JudgeConfig(**mav.checkpoint_meta(folder, "judge")["config"])
+        assert evaluate.load_judge(folder).cfg == judge.JudgeConfig(**pipeline.checkpoint_meta(folder, "judge")["config"])
 
 
 def test_an_old_whole_frame_network_is_sampled_as_before(cache):
@@ -1412,8 +1414,8 @@ def test_an_old_whole_frame_network_is_sampled_as_before(cache):
     never sees the blend channel and starts from the guess itself (the linear blend) noised to its start_t:
     plain SDEdit from the blend, step for step."""
     cfg = mav.replace(TINY, temporal=True, cond_channels=2, residual=False)
-    old = randomized(mav.network(mav.asdict(cfg))).eval()
-    assert isinstance(old, mav.WholeFrameUNet)
+    old = randomized(pipeline.network(asdict(cfg))).eval()
+    assert isinstance(old, pipeline.WholeFrameUNet)
     mask = (torch.arange(6) % 5 == 0)[None]
     known = (torch.rand(1, 1, 6, 32, 32) * 2 - 1) * mask[:, None, :, None, None]
     text, null = cache(torch.tensor([3])), cache(torch.tensor([mav.NULL_PROMPT]))
@@ -1619,6 +1621,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     runs += [["video_study.py", "--rows", "gpu-temporal", "--source", c, "--preset", "tiny", "--snapshots", "1", "2",
               "--seeds", "0", "--num-samples", "2", "--eval-steps", "1", "--image-expert", "gpu-temporal:2:0", *study],
              ["video_study.py", "--table", *study]]
+    runs += [["modes_study.py", "--checkpoints", c, "--rows", "animate", "between-b0", "variation", "--seeds", "0",
+              "--num-samples", "2", "--steps", "1", "--results", str(tmp_path / "modes.jsonl")]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")}
@@ -1641,6 +1645,10 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                                                                         ("gpu-temporal", 2, 0.0)]
     assert all(r["train_minutes"] > 0 and 0 <= r["jump_rate"] <= 1 for r in study)
     assert (tmp_path / "video_study.png").exists()
+    modes = [json.loads(line) for line in (tmp_path / "modes.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["eval"], r["image_expert"]) for r in modes] == [("animate", "animate", 0.75),
+                                                                        ("between-b0", "between", 0.0),
+                                                                        ("variation", "variation", 0.75)]
 
 
 # --- bad input: one line and exit code 2, nothing lost, nothing broken saved or loaded ----------------------
@@ -1756,18 +1764,18 @@ def test_resume_refuses_another_run(trained, tmp_path, capsys):
 
 def test_interrupted_write_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     model = randomized(mav.UNet(TINY))
-    mav.save_checkpoint(str(tmp_path), "image", model, {"step": 1, "text_encoder": mav.DEFAULT_TEXT_ENCODER})
+    pipeline.save_checkpoint(str(tmp_path), "image", model, {"step": 1, "text_encoder": mav.DEFAULT_TEXT_ENCODER})
     good = (tmp_path / "image.safetensors").read_bytes()
 
     def dies_halfway(tensors, path, metadata=None):  # as if SIGKILL struck during the write
         with open(path, "wb") as fh:
             fh.write(b"\0" * 100)
         raise KeyboardInterrupt
-    monkeypatch.setattr(mav, "save_file", dies_halfway)
+    monkeypatch.setattr(pipeline, "save_file", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        mav.save_checkpoint(str(tmp_path), "image", mav.UNet(TINY), {"step": 2, "text_encoder": mav.DEFAULT_TEXT_ENCODER})
+        pipeline.save_checkpoint(str(tmp_path), "image", mav.UNet(TINY), {"step": 2, "text_encoder": mav.DEFAULT_TEXT_ENCODER})
     assert (tmp_path / "image.safetensors").read_bytes() == good
-    assert mav.load_checkpoint(str(tmp_path), "image")[1]["step"] == 1
+    assert pipeline.load_checkpoint(str(tmp_path), "image")[1]["step"] == 1
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache_dir, tmp_path, monkeypatch, capsys):
@@ -1783,7 +1791,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache_dir, tmp
         tiny_image_run(tmp_path / "nan", 10)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 1 and "loss is nan at step 3" in err[-1]
-    assert mav.load_checkpoint(str(tmp_path / "nan"), "image")[1]["step"] == 2
+    assert pipeline.load_checkpoint(str(tmp_path / "nan"), "image")[1]["step"] == 2
 
 
 def test_a_picture_unlike_the_training_data_warns_and_runs(cascade, pictures, tmp_path, capsys):
@@ -1824,7 +1832,7 @@ def test_train_never_writes_over_a_checkpoint_unasked(cache_dir, tmp_path, capsy
                           "exists: continue that run with --resume, start from its weights with --init")
     assert (out / "image.safetensors").read_bytes() == before
     tiny_image_run(out, 2, "--overwrite")
-    assert mav.checkpoint_meta(str(out), "image")["step"] == 2
+    assert pipeline.checkpoint_meta(str(out), "image")["step"] == 2
     (tmp_path / "file").write_text("x")
     capsys.readouterr()
     expect_one_line_error(capsys, train.main, ["--stage", "image", "--out", str(tmp_path / "file")],
@@ -1929,8 +1937,8 @@ def test_weights_past_fp16s_range_are_never_saved_and_broken_checkpoints_never_l
     weights = safetensors.torch.load_file(broken / "video.safetensors")
     next(iter(weights.values())).fill_(float("inf"))
     safetensors.torch.save_file(weights, broken / "video.safetensors")
-    with pytest.raises(mav.CheckpointError, match="not finite"):
-        mav.load_checkpoint(str(broken), "video")
+    with pytest.raises(pipeline.CheckpointError, match="not finite"):
+        pipeline.load_checkpoint(str(broken), "video")
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(broken), "--stages", "base",
                                                 "--out", str(tmp_path / "x.gif")], "not finite")
     meta = json.loads((broken / "image.json").read_text())
@@ -2004,9 +2012,9 @@ def test_checkpoint_errors_name_the_key_and_shapes(trained, tmp_path):
     meta = json.loads((folder / "image.json").read_text())
     meta["config"]["channels"] = [24, 32]
     (folder / "image.json").write_text(json.dumps(meta))
-    with pytest.raises(mav.CheckpointError, match=r"logsnr_embed.0.weight is \(64, 16\) in the file, "
+    with pytest.raises(pipeline.CheckpointError, match=r"logsnr_embed.0.weight is \(64, 16\) in the file, "
                                                   r"\(96, 24\) in the model"):
-        mav.load_checkpoint(str(folder), "image")
+        pipeline.load_checkpoint(str(folder), "image")
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(folder / "image.safetensors").st_mode & 0o777 == 0o666 & ~umask
@@ -2016,13 +2024,13 @@ def test_a_broken_text_cache_is_rebuilt_in_training_and_only_read_around_in_samp
     """Training's own folder gets its cache made again; sampling embeds in memory and leaves the folder it
     reads as it was. Either way one line of warning, and the same embeddings as the encoder's."""
     shutil.copytree(cache_dir, tmp_path / "c")
-    path = mav.text_cache_path(str(tmp_path / "c"), mav.DEFAULT_TEXT_ENCODER)
+    path = pipeline.text_cache_path(str(tmp_path / "c"), mav.DEFAULT_TEXT_ENCODER)
     with open(path, "r+b") as fh:
         fh.truncate(100)
-    original = mav.TextCache.load_or_build(str(cache_dir))
-    in_memory = mav.TextCache.load_or_build(str(tmp_path / "c"), write=False)
+    original = pipeline.load_text_cache(str(cache_dir))
+    in_memory = pipeline.load_text_cache(str(tmp_path / "c"), write=False)
     assert os.path.getsize(path) == 100 and torch.equal(in_memory.text.pooled, original.text.pooled)
-    rebuilt = mav.TextCache.load_or_build(str(tmp_path / "c"))
+    rebuilt = pipeline.load_text_cache(str(tmp_path / "c"))
     assert os.path.getsize(path) > 100 and torch.equal(rebuilt.text.pooled, original.text.pooled)
     warned = capsys.readouterr().err.strip().splitlines()
     assert len(warned) == 2 and "in memory" in warned[0] and "rebuilding it" in warned[1]
@@ -2033,14 +2041,14 @@ def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 1)  # a single-stage run, not a chain
     capsys.readouterr()
-    assert mav.checkpoint_meta(str(out), "image")["guidance"] == mav.RECIPES["image"].guidance  # one recipe
+    assert pipeline.checkpoint_meta(str(out), "image")["guidance"] == mav.RECIPES["image"].guidance  # one recipe
     assert sample.parse_args(["--checkpoints", str(out), "--stages", "image"]).guidance == mav.RECIPES["image"].guidance
     expect_one_line_error(capsys, tiny_chain, out, "already holds image.json: continue that chain with --resume")
     with pytest.raises(SystemExit) as exit_info:
         tiny_chain(out, "--resume")
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "holds no chain to continue" in err, err
-    mav.atomic_write_json(dict(stage="chain", preset="small", seed=0, steps={}, done={}),
+    pipeline.atomic_write_json(dict(stage="chain", preset="small", seed=0, steps={}, done={}),
                           train.chain_path(str(out)))
     with pytest.raises(SystemExit):
         tiny_chain(out, "--resume")
@@ -2140,8 +2148,8 @@ def test_no_read_blocks_or_never_ends(trained, tmp_path, capsys):
                                                 "--out", str(tmp_path / "b.gif")], "video.json is not a regular file")
     huge = tmp_path / "huge"
     shutil.copytree(trained, huge)
-    meta = mav.checkpoint_meta(str(huge), "video")
-    mav.atomic_write_json({**meta, "config": {**meta["config"], "res_blocks": 100000}}, str(huge / "video.json"))
+    meta = pipeline.checkpoint_meta(str(huge), "video")
+    pipeline.atomic_write_json({**meta, "config": {**meta["config"], "res_blocks": 100000}}, str(huge / "video.json"))
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(huge), "--prompt", "1 and 2", "--stages", "base",
                                                 "--out", str(tmp_path / "c.gif")], "res_blocks=100000 is outside")
     (tmp_path / "logged").mkdir()
@@ -2178,12 +2186,12 @@ def test_a_save_that_runs_out_of_room_keeps_the_last_pair(cache_dir, tmp_path, m
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 2)
     pair = {n: (out / n).read_bytes() for n in ("image.safetensors", "image.json", "image-train.pt")}
-    real = mav.checkpoint_files
+    real = pipeline.checkpoint_files
 
     def disk_fills(folder, *args):  # the state is written, the weights are not
         real(folder, *args)
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(mav, "checkpoint_files", disk_fills)
+    monkeypatch.setattr(pipeline, "checkpoint_files", disk_fills)
     with pytest.raises(SystemExit) as info:
         tiny_image_run(out, 4, "--resume")
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -2214,20 +2222,20 @@ def asdict_of(cfg):
 def test_text_caches_and_checkpoints_are_checked(cache_dir, trained, tmp_path, capsys):
     """A cache with rows missing or NaN values is made again (sampling embeds in memory); a checkpoint naming a
     text encoder not on this machine, or holding int8 weights, is refused in one line."""
-    original = mav.TextCache.load_or_build(str(cache_dir))
+    original = pipeline.load_text_cache(str(cache_dir))
     for spoil in ("short", "nan"):
         folder = tmp_path / spoil
         shutil.copytree(cache_dir, folder)
-        path = mav.text_cache_path(str(folder), mav.DEFAULT_TEXT_ENCODER)
+        path = pipeline.text_cache_path(str(folder), mav.DEFAULT_TEXT_ENCODER)
         t = safetensors.torch.load_file(path)
         t = {k: v[:5] for k, v in t.items()} if spoil == "short" else {**t, "tokens": t["tokens"] * float("nan")}
         safetensors.torch.save_file(t, path)
-        read = mav.TextCache.load_or_build(str(folder), write=False)
+        read = pipeline.load_text_cache(str(folder), write=False)
         assert torch.equal(read.text.pooled, original.text.pooled) and "in memory" in capsys.readouterr().err
     foreign = tmp_path / "foreign"
     shutil.copytree(trained, foreign)
-    meta = mav.checkpoint_meta(str(foreign), "video")
-    mav.atomic_write_json({**meta, "text_encoder": "someone/else-v1"}, str(foreign / "video.json"))
+    meta = pipeline.checkpoint_meta(str(foreign), "video")
+    pipeline.atomic_write_json({**meta, "text_encoder": "someone/else-v1"}, str(foreign / "video.json"))
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(foreign), "--prompt", "1 and 2", "--stages",
                                                 "base", "--out", str(tmp_path / "f.gif")], "refused, not downloaded")
     ints = tmp_path / "ints"

@@ -36,6 +36,7 @@ from tqdm import tqdm
 import cli
 import judge
 import mav
+import pipeline
 
 TRAINABLE = [*mav.STAGES, "judge"]  # the cascade's networks, and the judge that scores them
 CHAIN = list(mav.STAGES)             # --stage all: the cascade's stages, in order
@@ -187,7 +188,7 @@ def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, step
         p.error("--unlabeled trains only the temporal layers of an image model: not from scratch (scratch=0)")
     recipe = replace(row, **changes, **({"joint_images": 0} if unlabeled else {}))
     try:
-        recipe.check(stage)
+        pipeline.check_recipe(recipe, stage)
     except ValueError as e:
         p.error(f"--recipe: {e}")
     return recipe
@@ -271,7 +272,7 @@ def default_preset(stage: str, out: str | None) -> str:
     image model's: the one in --out (runs/cpu/ by default), else the shipped one's (SHIPPED_IMAGE_PRESET)."""
     if stage != "video":
         return "cpu"
-    own = mav.checkpoint_meta(out or os.path.join("runs", "cpu"), "image")
+    own = pipeline.checkpoint_meta(out or os.path.join("runs", "cpu"), "image")
     return own.get("preset", "cpu") if own else SHIPPED_IMAGE_PRESET
 
 
@@ -288,7 +289,7 @@ def shipped_image(args) -> str | None:
 
 def from_shipped_image(folder: str) -> mav.Recipe:
     """The video recipe for a shipped image model: FROM_SHIPPED_IMAGE, sampled at the image model's guidance."""
-    guidance = mav.checkpoint_meta(folder, "image").get("guidance", mav.GUIDANCE)
+    guidance = pipeline.checkpoint_meta(folder, "image").get("guidance", mav.GUIDANCE)
     return replace(mav.RECIPES["video"], guidance=guidance, **FROM_SHIPPED_IMAGE)
 
 
@@ -296,7 +297,7 @@ def adopt_shipped_image(args) -> str:
     """Copy the shipped image model (and its text cache) into --out, where the video stage reads it and where
     sampling finds it as the video model's expert. -> the line that says so."""
     source = args.shipped_image
-    meta = mav.checkpoint_meta(source, "image")
+    meta = pipeline.checkpoint_meta(source, "image")
     os.makedirs(args.out, exist_ok=True)
     names = ["image.safetensors", "image.json"] + [n for n in os.listdir(source) if n.startswith("text-")]
     for name in names:
@@ -311,8 +312,8 @@ def adopt_shipped_image(args) -> str:
 def load_source(out, preset, stage, needed_by):
     """The checkpoint a stage starts from, or a one-line error that says how to make it."""
     try:
-        model, meta = mav.load_checkpoint(out, stage)
-    except mav.CheckpointError as e:
+        model, meta = pipeline.load_checkpoint(out, stage)
+    except pipeline.CheckpointError as e:
         cli.die(f"{e}; the {needed_by} stage starts from it: run python train.py --stage {stage} --out {out}")
     if meta.get("preset") != preset:
         cli.die(f"the {stage} checkpoint in {out}/ is preset {meta.get('preset')!r}, not {preset!r}")
@@ -333,7 +334,7 @@ def build_model(args, stage, recipe: mav.Recipe):
         return judge.Judge(judge.JudgeConfig()), None, {}
     source = None if recipe.scratch else mav.STAGES[stage].starts_from
     if source is None:  # the cascade's encoder: the image model's, if there is one
-        encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER) \
+        encoder = pipeline.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER) \
             if stage != "image" and not recipe.scratch else mav.DEFAULT_TEXT_ENCODER
         return mav.UNet(mav.stage_config(stage, args.preset, changes=args.model)), encoder, {}
     model, meta = load_source(args.out, args.preset, source, stage)
@@ -345,8 +346,8 @@ def init_model(args, stage):
     """--init FOLDER: the stage's checkpoint in FOLDER, to train on from its weights (steps count from 0)."""
     build = judge.build_judge if stage == "judge" else None
     try:
-        model, meta = mav.load_checkpoint(args.init, stage, build=build)
-    except mav.CheckpointError as e:
+        model, meta = pipeline.load_checkpoint(args.init, stage, build=build)
+    except pipeline.CheckpointError as e:
         cli.die(f"--init: {e}")
     if stage != "judge" and meta.get("preset") != args.preset:
         cli.die(f"--init: the {stage} checkpoint in {args.init}/ is preset {meta.get('preset')!r}, "
@@ -484,8 +485,8 @@ TRAIN_STATE_KEYS = ("stage", "config", "model", "ema", "optimizer", "step", "rng
 def load_train_state(path, stage, preset, unlabeled):
     """The full training state for --resume, refused (one line) if it is another run's."""
     try:
-        mav.regular_file(path)  # a FIFO would block the read forever
-    except mav.CheckpointError as e:
+        pipeline.regular_file(path)  # a FIFO would block the read forever
+    except pipeline.CheckpointError as e:
         cli.die(f"--resume: {e}")
     try:  # tensors and plain values only: a resume file from anywhere can run no code as it loads
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -527,7 +528,7 @@ def state_problem(state: dict) -> str | None:
         weights = state[key]
         if not (isinstance(weights, dict) and all(torch.is_tensor(v) for v in weights.values())):
             return f"has no {key} weights"
-        if not mav.all_finite(weights.values()):
+        if not pipeline.all_finite(weights.values()):
             return f"holds {key} weights that are not finite"
     return None
 
@@ -537,10 +538,10 @@ def resumed_model(stage, state):
     config = state["config"]
     try:
         if stage != "judge":
-            mav.check_config(config)
-        model = judge.build_judge(config) if stage == "judge" else mav.network(config)
-        mav.load_weights(model, state["model"])
-    except (mav.CheckpointError, TypeError, ValueError) as e:
+            pipeline.check_config(config)
+        model = judge.build_judge(config) if stage == "judge" else pipeline.network(config)
+        pipeline.load_weights(model, state["model"])
+    except (pipeline.CheckpointError, TypeError, ValueError) as e:
         cli.die(f"--resume: the state's weights do not fit its config ({str(e).splitlines()[0][:200]}); refused")
     return model, state["text_encoder"], state["origin"]
 
@@ -617,7 +618,7 @@ class Trainer:
         self.step = self.saved_step = self.restore(state)
         self.t_start = time.time() - (state or {}).get("train_seconds", 0.0)
         self.cache = None if stage == "judge" else \
-            mav.TextCache.load_or_build(args.out, self.text_encoder).to(self.device)
+            pipeline.load_text_cache(args.out, self.text_encoder).to(self.device)
         step_loss = StageLoss(self.model, stage, recipe, self.cache, self.device, args.unlabeled)
         step_loss = compiled(step_loss, args.compile) if args.compile else step_loss
         # under DDP, gradients are averaged across ranks in backward(); the weights stay identical
@@ -639,9 +640,9 @@ class Trainer:
             torch.manual_seed(self.args.seed + self.rank)  # each rank its own data
             return 0
         try:
-            mav.load_weights(self.ema, state["ema"])
+            pipeline.load_weights(self.ema, state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (mav.CheckpointError, KeyError, TypeError, ValueError) as e:
+        except (pipeline.CheckpointError, KeyError, TypeError, ValueError) as e:
             cli.die(f"--resume: its EMA or optimizer state does not fit the network ({str(e).splitlines()[0][:200]})")
         if len(state["rng_cpu"]) == self.world:  # each rank continues its own random stream
             torch.set_rng_state(state["rng_cpu"][self.rank])
@@ -689,7 +690,7 @@ class Trainer:
         the run stops, and the last good checkpoint stays."""
         args, stage = self.args, self.stage
         written = self.ema.state_dict().values()  # as save_checkpoint writes them: fp16
-        if not (mav.all_finite(self.model.parameters()) and mav.all_finite(written, torch.float16)):
+        if not (pipeline.all_finite(self.model.parameters()) and pipeline.all_finite(written, torch.float16)):
             cli.die(f"the weights are not finite at step {self.step} (as trained, or in the checkpoint's fp16): "
                     f"not saved; {self.last_good()}", code=1)
         rng, rng_cuda = self.gathered_rng(collective)
@@ -707,8 +708,8 @@ class Trainer:
                      ema=self.ema.state_dict(), step=self.step, optimizer=self.optimizer.state_dict(), rng_cpu=rng,
                      rng_cuda=rng_cuda, scaler=self.scaler.state_dict(), skipped=self.skipped, train_seconds=seconds)
         try:  # all written, then all renamed: the EMA checkpoint and its training state stay a pair
-            mav.commit(mav.write_torch(state, self.state_path),
-                       *mav.checkpoint_files(args.out, stage, self.ema, {**meta, **({"metrics": metrics} if metrics
+            pipeline.commit(pipeline.write_torch(state, self.state_path),
+                       *pipeline.checkpoint_files(args.out, stage, self.ema, {**meta, **({"metrics": metrics} if metrics
                                                                                      else {})}))
         except Exception as e:  # a full disk, a file-size limit: one line, and no half-written file left
             remove_partial_saves(args.out, stage)
@@ -862,7 +863,7 @@ def check_chain_out(p, args):
     if args.overwrite:
         return
     if args.resume:
-        recorded = mav.checkpoint_meta(args.out, "chain")
+        recorded = pipeline.checkpoint_meta(args.out, "chain")
         if not recorded:
             p.error(f"--resume: {chain_path(args.out)} does not exist, so {args.out}/ holds no chain to continue")
         for key, value in (("preset", args.preset), ("seed", args.seed), ("steps", chain_steps(args))):
@@ -912,8 +913,8 @@ def step_seconds(args, stage: str, recipe: mav.Recipe, cache) -> float:
 
 def run_eta(args) -> str:
     """One line: the run's steps and what they take on this machine (two timed steps of a fresh network)."""
-    encoder = mav.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER)
-    step_s = step_seconds(args, args.stage, args.recipe, mav.TextCache.load_or_build(args.out, encoder))
+    encoder = pipeline.checkpoint_meta(args.out, "image").get("text_encoder", mav.DEFAULT_TEXT_ENCODER)
+    step_s = step_seconds(args, args.stage, args.recipe, pipeline.load_text_cache(args.out, encoder))
     return (f"{args.stage}: {args.recipe.steps:,} steps into {args.out}/, about "
             f"{duration(args.recipe.steps * step_s)} on this machine ({step_s:.2f} s a step)")
 
@@ -945,17 +946,17 @@ def train_chain(args):
     """image -> video -> interp -> sr into one folder, each stage its recipe's steps (the same checkpoints
     on any machine); --time-limit stops and saves, --resume picks the chain up where it stopped."""
     started = time.time()
-    recorded = mav.checkpoint_meta(args.out, "chain") if args.resume else {}
+    recorded = pipeline.checkpoint_meta(args.out, "chain") if args.resume else {}
     done, steps = recorded.get("done", {}), chain_steps(args)
     chain = dict(stage="chain", preset=args.preset, seed=args.seed, steps=steps, done=done)
     os.makedirs(args.out, exist_ok=True)
-    mav.atomic_write_json(chain, chain_path(args.out))
+    pipeline.atomic_write_json(chain, chain_path(args.out))
     todo = [stage for stage in CHAIN if stage not in done]
     if not todo:
         print(f"chain done already, every stage in {args.out}/: python sample.py --checkpoints {args.out}")
         return
     recipes = {stage: replace(mav.RECIPES[stage], steps=steps[stage]) for stage in CHAIN}
-    cache = mav.TextCache.load_or_build(args.out)
+    cache = pipeline.load_text_cache(args.out)
     step_s = {stage: step_seconds(args, stage, recipes[stage], cache) for stage in todo}
     print(f"chain: {' -> '.join(f'{stage} {steps[stage]:,}' for stage in CHAIN)} steps into {args.out}/; "
           f"on this machine about {duration(sum(steps[s] * step_s[s] for s in todo))}"
@@ -981,7 +982,7 @@ def train_chain(args):
                   f"continue the chain with: {resume_command(args)}")
             return
         done[stage] = round(time.time() - trainer.t_start, 1)
-        mav.atomic_write_json(chain, chain_path(args.out))
+        pipeline.atomic_write_json(chain, chain_path(args.out))
         trainer.finish()
     bar.close(end=True)
     print("chain done: " + ", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in done.items())

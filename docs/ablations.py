@@ -37,6 +37,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 import cli  # noqa: E402
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 import train  # noqa: E402
 
 ROWS = {  # name -> (its --recipe changes, its --model changes): one part switched off
@@ -168,7 +169,7 @@ def costs(args) -> dict:
         if row not in known:
             line = dict(row=row, step_s=step_seconds(args, stage), machine=machine())
             if stage == "image":
-                line["steps"] = mav.checkpoint_meta(args.source, "image")["step"]
+                line["steps"] = pipeline.checkpoint_meta(args.source, "image")["step"]
                 line["minutes"] = round(line["steps"] * line["step_s"] / 60, 1)
             with open(args.results, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
@@ -185,7 +186,7 @@ def run_row(args, row, done):
         for w in args.guidance:
             if (row, args.steps, step, n, w) in done:
                 continue
-            meta, result = mav.checkpoint_meta(snaps[step], "video"), score(args, snaps[step], n, w)
+            meta, result = pipeline.checkpoint_meta(snaps[step], "video"), score(args, snaps[step], n, w)
             line = dict(row=row, run_steps=args.steps, step=step, n=n, guidance=w, eval_steps=args.eval_steps,
                         train_minutes=round(meta["train_seconds"] / 60, 2), **{k: result[k] for k in KEEP},
                         real={k: result["ceiling"][k] for k in KEEP}, machine=machine())

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import evaluate  # noqa: E402
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def parse_args():
@@ -53,7 +54,7 @@ def base_clips(args, model, text, null) -> torch.Tensor:
         clips = torch.load(args.base_cache)
         if len(clips) == len(text):
             return clips
-    guidance = mav.checkpoint_meta(args.checkpoints, "video").get("guidance", mav.GUIDANCE)  # as sample.py's
+    guidance = pipeline.checkpoint_meta(args.checkpoints, "video").get("guidance", mav.GUIDANCE)  # as sample.py's
     clips = torch.cat([mav.sample(model, (1, 1, 16, mav.BASE, mav.BASE), text[i:i + 1], null[i:i + 1],
                                   guidance=guidance, stride=torch.ones(1), generator=torch.Generator().manual_seed(i))
                        for i in tqdm(range(len(text)), desc="base clips")])
@@ -80,9 +81,9 @@ def main():
     if os.path.exists(args.results):
         with open(args.results) as fh:
             done = {(r["n"], r["interp_steps"], r["sr_steps"], r["start"]) for r in map(json.loads, fh)}
-    loaded = {s: mav.load_checkpoint(args.checkpoints, mav.CASCADE[s]) for s in ("base", "interp", "sr")}
+    loaded = {s: pipeline.load_checkpoint(args.checkpoints, mav.CASCADE[s]) for s in ("base", "interp", "sr")}
     models = {s: model for s, (model, _) in loaded.items()}
-    cache = mav.TextCache.load_or_build(args.checkpoints, loaded["base"][1]["text_encoder"], write=False)
+    cache = pipeline.load_text_cache(args.checkpoints, loaded["base"][1]["text_encoder"], write=False)
     judge = evaluate.load_judge(args.checkpoints)
     labels, text, null = prompts(cache, args.n)
     precision = cli.choose_precision(torch.device("cpu"))[0]

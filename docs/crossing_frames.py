@@ -43,7 +43,7 @@ def parse_args(argv=None):
 
 def frames_of(args, video_folder, beta, scratch) -> np.ndarray:
     """The main command's frames (f h w, uint8) with the video model of `video_folder`, the image model's
-    share β (mav.py §11)."""
+    share β (mav.py §10)."""
     folder = os.path.join(scratch, str(len(os.listdir(scratch))))
     shutil.copytree(args.cascade, folder, ignore=shutil.ignore_patterns("cpu", "*.log", "*-train.pt", "samples"))
     for name in ("video.safetensors", "video.json"):

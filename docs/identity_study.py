@@ -1,6 +1,6 @@
 """
 Digits that stay themselves where they cross: the image model as the video model's per-frame expert at
-sampling (mav.py §11), measured on both testbeds (docs/ABLATIONS.md, "Beyond the paper").
+sampling (mav.py §10), measured on both testbeds (docs/ABLATIONS.md, "Beyond the paper").
 
 One row = a video model sampled with the image model's share β of v̂ at the steps t <= t_e (β = 0: the
 video model alone, as the paper samples), scored by evaluate.py on 100 seeded prompts:
@@ -35,7 +35,7 @@ from ablations import machine  # noqa: E402
 
 TESTBEDS = {"shipped": ("checkpoints", 3.0), "laptop": (os.path.join("checkpoints", "cpu"), 7.0)}
 # row -> (β, t_e): the image model's share of v̂, and the steps (t <= t_e) that mix it in; "shipped" is the
-# video model alone (β = 0), as the paper samples. The first screen (seed 0) chose what ships (mav.py §11).
+# video model alone (β = 0), as the paper samples. The first screen (seed 0) chose what ships (mav.py §10).
 GRID = [(0.5, 1.0), (0.5, 0.7), (0.5, 0.5), (0.5, 0.3), (0.75, 0.5), (0.75, 0.3), (1.0, 0.5), (1.0, 0.3)]
 ROWS = {"shipped": (0.0, 0.0), **{f"β {beta:g}, t ≤ {until:g}": (beta, until) for beta, until in GRID}}
 KEEP = ("adherence", "consistency", "switch_rate", "momentary_switch_rate", "lasting_switch_rate", "motion",

@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import cli  # noqa: E402
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 import sample  # noqa: E402
 
 PROMPTS = ["2 and four", "one and 7", "3 and 3", "five and nine", "6 and two", "8 and 1", "zero and 5", "4 and 9"]
@@ -51,9 +52,9 @@ def loss_curves(folder, out):
         ax.set_title(stage)
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
-        gamma = mav.checkpoint_meta(folder, stage).get("recipe", {}).get("min_snr", mav.RECIPES[stage].min_snr)
+        gamma = pipeline.checkpoint_meta(folder, stage).get("recipe", {}).get("min_snr", mav.RECIPES[stage].min_snr)
         guess = {"interp": "the blend", "sr": "bicubic"}[stage] \
-            if mav.checkpoint_meta(folder, stage)["config"].get("residual") else None
+            if pipeline.checkpoint_meta(folder, stage)["config"].get("residual") else None
         ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else
                       f"v-MSE, difference to {guess}" if guess else "v-MSE")
     fig.tight_layout()

@@ -8,9 +8,11 @@ clips per seed, seeds 0 and 1:
 
     cascade-30 / cascade-10   the whole cascade (base + interp + SR, read at the base rate), base 30 or 10 steps
     animate-b0 / animate      a clip from its first frame: the masked network alone (as the paper) / with the
-                              image model as each made frame's expert (β 0.75, t <= 0.5; mav.py §11)
+                              image model as each made frame's expert (β 0.75, t <= 0.5; mav.py §10)
     between-b0 / between      the same from its first and last frames, with PSNR to the true middle frames
     variation-b0 / variation  a clip with another prompt at strength 0.4 / 0.6 / 0.8 / 1
+    animate-t1 / between-t1   as animate / between, the masked network's sampler started from pure noise (t = 1)
+                              instead of its guess noised to its start_t (the shipped network's 0.8)
 
     python docs/modes_study.py                          # every row, seeds 0 and 1
     python docs/modes_study.py --rows animate animate-b0 --seeds 0
@@ -30,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 import evaluate  # noqa: E402
+import mav  # noqa: E402
+import pipeline  # noqa: E402
 from ablations import machine  # noqa: E402
 
 ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
@@ -41,7 +45,10 @@ ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
     "between": ["between"],
     "variation-b0": ["variation", "--image-expert", "0"],
     "variation": ["variation"],
+    "animate-t1": ["animate"],
+    "between-t1": ["between"],
 }
+START_T = {"animate-t1": 1.0, "between-t1": 1.0}  # the masked network's start_t, set on its class for the row
 
 
 def parse_args(argv=None):
@@ -50,15 +57,22 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--steps", type=int, default=None, help="the modes' base steps (default: evaluate.py's)")
     p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--checkpoints", default=None, help="the folder evaluated (default: evaluate.py's, the shipped one)")
     p.add_argument("--results", default=os.path.join(HERE, "modes_study.jsonl"))
     return p.parse_args(argv)
 
 
-def run_row(argv: list[str]) -> dict:
-    """evaluate.py's JSON line for `argv`, its own prints kept off the terminal."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        evaluate.main(argv)
+def run_row(argv: list[str], start_t: float | None = None) -> dict:
+    """evaluate.py's JSON line for `argv`, its own prints kept off the terminal; `start_t`, where given, is
+    where the masked network's sampler starts (the shipped whole-frame one's and today's, for this row)."""
+    out, kept = io.StringIO(), (pipeline.WholeFrameUNet.start_t, mav.UNet.start_t)
+    try:
+        if start_t is not None:
+            pipeline.WholeFrameUNet.start_t = mav.UNet.start_t = start_t
+        with contextlib.redirect_stdout(out):
+            evaluate.main(argv)
+    finally:
+        pipeline.WholeFrameUNet.start_t, mav.UNet.start_t = kept
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
@@ -71,15 +85,16 @@ def main(argv=None):
     for seed in args.seeds:
         for row in args.rows:
             steps = [] if row.startswith("cascade") or args.steps is None else ["--steps", str(args.steps)]
-            argv = [*ROWS[row], *steps, "--seed", str(seed), "--num-samples", str(args.num_samples)]
+            argv = [*ROWS[row], *steps, "--seed", str(seed), "--num-samples", str(args.num_samples),
+                    *(["--checkpoints", args.checkpoints] if args.checkpoints else [])]
             if row.startswith("cascade"):
                 argv += ["--out", f"runs/modes_study/{row}-{seed}.gif"]
             if (row, seed, " ".join(argv)) in done:
                 continue
             os.makedirs("runs/modes_study", exist_ok=True)
             t0 = time.time()
-            result = run_row(argv)
-            line = {"row": row, "seed": seed, "argv": " ".join(argv), "machine": machine(),
+            result = run_row(argv, START_T.get(row))
+            line = {"row": row, "seed": seed, "argv": " ".join(argv), "start_t": START_T.get(row), "machine": machine(),
                     "wall_s": round(time.time() - t0, 1), **result}
             with open(args.results, "a") as fh:
                 fh.write(json.dumps(line) + "\n")

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def main(argv=None):
@@ -34,8 +35,8 @@ def main(argv=None):
 
     for folder in args.folders:
         for stage, x in inputs.items():
-            model, meta = mav.load_checkpoint(folder, stage)
-            text = mav.TextCache.load_or_build(folder, meta["text_encoder"], write=False)(ids)
+            model, meta = pipeline.load_checkpoint(folder, stage)
+            text = pipeline.load_text_cache(folder, meta["text_encoder"], write=False)(ids)
             row = []
             for value, eps in zip(LOGSNRS, noise[stage]):
                 logsnr = torch.full((len(x),), value)

@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def main(argv=None):
@@ -30,8 +31,8 @@ def main(argv=None):
     p.add_argument("--checkpoints", default="checkpoints")
     args = p.parse_args(argv)
     n, stage = args.n, args.stage
-    model, meta = mav.load_checkpoint(args.checkpoints, "video" if stage == "base" else stage)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    model, meta = pipeline.load_checkpoint(args.checkpoints, "video" if stage == "base" else stage)
+    cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     g = torch.Generator().manual_seed(1)
     if stage == "base":
         labels = torch.randint(10, (n, 2), generator=g)

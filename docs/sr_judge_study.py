@@ -18,6 +18,7 @@ import cli  # noqa: E402
 import evaluate  # noqa: E402
 import judge  # noqa: E402
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def main(argv=None):
@@ -27,9 +28,9 @@ def main(argv=None):
     p.add_argument("--checkpoints", default=cli.SHIPPED)
     args = p.parse_args(argv)
     n = args.n
-    model, meta = mav.load_checkpoint(args.checkpoints, "sr")
+    model, meta = pipeline.load_checkpoint(args.checkpoints, "sr")
     reader = evaluate.load_judge(args.checkpoints)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     g = torch.Generator().manual_seed(11)
     video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
     low = mav.to_model(mav.area_downsample(video))

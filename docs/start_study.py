@@ -1,6 +1,6 @@
 """Where the shipped interp and SR networks' one step should start (BENCHMARKS.md, "45 s on a real AVX2 CPU").
 
-The shipped networks make whole frames (mav.py §10); their sampler starts from their guess (the known frames
+The shipped networks make whole frames (pipeline.py); their sampler starts from their guess (the known frames
 blended, the low-res video upsampled) noised to t = start_t. This sets start_t on the loaded network, takes
 one step from each start (and, for reference, the old defaults from pure noise: SR 3 steps, interp 6) and
 prints PSNR against the true frames of held-out clips, one JSON line per run.
@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import mav  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def main(argv=None):
@@ -28,8 +29,8 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", help="start_t:steps, e.g. 0.8:1")
     p.add_argument("--checkpoints", default=cli.SHIPPED)
     args = p.parse_args(argv)
-    model, meta = mav.load_checkpoint(args.checkpoints, args.stage)
-    cache = mav.TextCache.load_or_build(args.checkpoints, meta["text_encoder"], write=False)
+    model, meta = pipeline.load_checkpoint(args.checkpoints, args.stage)
+    cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     g = torch.Generator().manual_seed(0)
     if args.stage == "sr":  # 16 frames at 64², their 32² version in
         video, labels = mav.MovingMNIST("test").sample(args.n, frames=16, generator=g)
