@@ -206,6 +206,6 @@ def judge_accuracy(judge: Judge, videos: int = 200, frames: int = 16, seed: int 
 
 
 def build_judge(config: dict) -> Judge:
-    """The judge a checkpoint's config describes (mav.load_checkpoint's `build`)."""
+    """The judge a checkpoint's config describes (pipeline.load_checkpoint's `build`)."""
     return Judge(JudgeConfig(**config))
 
