@@ -160,6 +160,21 @@ def in_chunks(fn, n: int, size: int, *tensors):
     return torch.cat([fn(*(t[i:i + size] for t in tensors)) for i in range(0, n, size)])
 
 
+def held_out_clips(stage: str, n: int, g, frames: int = mav.FRAMES):
+    """n clips of held-out (test) digits as `stage` meets them, drawn from `g` -> (truth, given, labels), in
+    [-1, 1]: interp: (frames - 1)·5 + 1 frames at 5x the rate, at 32², every 5th given; sr: frames at 64², given
+    at 32²; otherwise (the base model, the picture modes): frames at 32², given as they are."""
+    data = mav.MovingMNIST("test")
+    if stage == "interp":
+        video, labels = data.sample(n, frames=(frames - 1) * mav.INTERP_FACTOR + 1, stride=1.0 / mav.INTERP_FACTOR,
+                                    generator=g)
+        truth = mav.to_model(mav.area_downsample(video))
+        return truth, truth[:, :, ::mav.INTERP_FACTOR], labels
+    video, labels = data.sample(n, frames=frames, generator=g)
+    low = mav.to_model(mav.area_downsample(video))
+    return (mav.to_model(video), low, labels) if stage == "sr" else (low, low, labels)
+
+
 def evaluate_stage(args):
     """PSNR of interp or SR on held-out clips against the truth, beside its simple baseline."""
     stage = args.what
@@ -167,26 +182,19 @@ def evaluate_stage(args):
     cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     n, dev = args.num_samples, args.device
     g = torch.Generator().manual_seed(args.seed)
-    data = mav.MovingMNIST("test")  # held-out digits only
     t0 = time.time()
+    truth, given, labels = held_out_clips(stage, n, g, args.frames)
+    truth, given, (text, null) = truth.to(dev), given.to(dev), seeded_text(cache, labels, g, dev)
     if stage == "interp":  # 76 true frames at 5x the rate; every 5th is given, 60 are made
-        video, labels = data.sample(n, frames=(args.frames - 1) * mav.INTERP_FACTOR + 1,
-                                    stride=1.0 / mav.INTERP_FACTOR, generator=g)
-        truth = mav.to_model(mav.area_downsample(video)).to(dev)
-        known = truth[:, :, ::mav.INTERP_FACTOR]
-        text, null = seeded_text(cache, labels, g, dev)
         made = in_chunks(lambda k, t, u: mav.interpolate(model, k, t, u, steps=args.interp_steps,
-                                                         sampler=args.sampler, generator=g), n, 8, known, text, null)
-        baseline = mav.linear_blend(known)
+                                                         sampler=args.sampler, generator=g), n, 8, given, text, null)
+        baseline = mav.linear_blend(given)
         between = torch.arange(truth.shape[2]) % mav.INTERP_FACTOR != 0
         score = lambda x: mav.psnr(mav.to_pixels(x[:, :, between]).cpu(), mav.to_pixels(truth[:, :, between]).cpu())
         names = ("psnr", "psnr_linear_blend")
         extra = {"frames": int(truth.shape[2]), "in_between_frames": int(between.sum()), "steps": args.interp_steps}
     else:  # 64² truth, its 32² area-downsampled version in, 64² out
-        video, labels = data.sample(n, frames=args.frames, generator=g)
-        truth = mav.to_model(video).to(dev)
-        low = mav.to_model(mav.area_downsample(video)).to(dev)
-        text, null = seeded_text(cache, labels, g, dev)
+        low = given
         made = in_chunks(lambda lo, t, u: mav.super_resolve(model, lo, t, u, framewise=args.sr == "framewise",
                                                             steps=args.sr_steps, sampler=args.sampler, generator=g),
                          n, 4, low, text, null)
@@ -220,8 +228,8 @@ def evaluate_modes(args):
     cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     n, dev, f = args.num_samples, args.device, args.frames
     g = torch.Generator().manual_seed(args.seed)
-    video, labels = mav.MovingMNIST("test").sample(n, frames=f, generator=g)  # held-out digits only
-    real = mav.to_model(mav.area_downsample(video)).to(dev)                  # n 1 f 32 32
+    real, _, labels = held_out_clips(mode, n, g, f)
+    real = real.to(dev)                                                      # n 1 f 32 32
     null = cache(torch.full((n,), mav.NULL_PROMPT)).to(dev)
     pixels = lambda x: mav.to_pixels(x.float())[:, 0].cpu()                 # n f h w in [0, 1]
     fp32 = lambda: torch.autocast(torch.device(dev).type, enabled=False)  # the judge reads as in `videos`

@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+from study import machine  # noqa: E402  (and the repository on the import path)
 import cli  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
@@ -141,14 +140,6 @@ def score(args, snap, n, guidance) -> dict:
            "--out", f"{snap}-eval_{n}_w{guidance:g}.gif"]  # beside the folder it reads
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.processor())
-    bf16 = "avx512_bf16" in info or "amx_bf16" in info
-    return f"{name}, {os.cpu_count()} cores, {'bf16' if bf16 else 'no bf16'}"
 
 
 def step_seconds(args, stage: str) -> float:

@@ -17,14 +17,13 @@ it stopped. On a 2-core AVX2 CPU in fp32 a prompt's base clip takes about 23 s, 
 import argparse
 import json
 import os
-import sys
 import time
 from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
 import evaluate  # noqa: E402
 import mav  # noqa: E402

@@ -13,7 +13,6 @@ expert below, every 2nd of the last 20 frames, where the 2 and the 4 cross:
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
 import imageio.v3 as iio
@@ -21,7 +20,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
 import mav  # noqa: E402
 import sample  # noqa: E402

@@ -24,14 +24,12 @@ import contextlib
 import io
 import json
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, HERE]
+from study import machine  # noqa: E402  (and the repository on the import path)
 import evaluate  # noqa: E402
 import mav  # noqa: E402
-from ablations import machine  # noqa: E402
 
 TESTBEDS = {"shipped": ("checkpoints", 3.0), "laptop": (os.path.join("checkpoints", "cpu"), 7.0)}
 # row -> (β, t_e): the image model's share of v̂, and the steps (t <= t_e) that mix it in; "shipped" is the

@@ -10,7 +10,6 @@ top, the shipped (GPU-trained) ones below, every 2nd of the 76 frames.
 """
 import argparse
 import os
-import sys
 
 import imageio.v3 as iio
 import matplotlib
@@ -21,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402

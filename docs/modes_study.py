@@ -25,16 +25,14 @@ import contextlib
 import io
 import json
 import os
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, HERE]
+from study import machine  # noqa: E402  (and the repository on the import path)
 import evaluate  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
-from ablations import machine  # noqa: E402
 
 ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
     "cascade-30": ["videos", "--steps", "30"],

@@ -9,12 +9,11 @@ mean frame is printed beside); one trained with Min-SNR weights those inputs by 
     python docs/noise_probe.py runs/cpu checkpoints/cpu checkpoints
 """
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import study  # noqa: E402,F401  (the repository on the import path)
+import evaluate  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
 
@@ -25,9 +24,8 @@ def main(argv=None):
     p.add_argument("--clips", type=int, default=32)
     args = p.parse_args(argv)
     LOGSNRS = (-20.0, -10.0, -5.0, -2.0)
-    held, g = mav.MovingMNIST("test"), torch.Generator().manual_seed(1)
-    video, labels = held.sample(args.clips, frames=16, generator=g)
-    clips = mav.to_model(mav.area_downsample(video))
+    g = torch.Generator().manual_seed(1)
+    clips, _, labels = evaluate.held_out_clips("base", args.clips, g)
     inputs = {"image": clips[:, :, 0], "video": clips}
     ids = mav.prompt_ids(labels, g)
     noise = {stage: [torch.randn(x.shape, generator=g) for _ in LOGSNRS] for stage, x in inputs.items()}

@@ -10,14 +10,13 @@ PSNR against the true frames. One JSON line per run.
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
+import evaluate  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
 
@@ -37,13 +36,9 @@ def main(argv=None):
     if stage == "base":
         labels = torch.randint(10, (n, 2), generator=g)
         truth = None
-    elif stage == "interp":  # 76 true frames at 5x the rate, every 5th given
-        video, labels = mav.MovingMNIST("test").sample(n, frames=76, stride=0.2, generator=g)
-        truth = mav.to_model(mav.area_downsample(video))
-        low, made = truth[:, :, ::mav.INTERP_FACTOR], torch.arange(76) % mav.INTERP_FACTOR != 0
-    else:  # the 64² truth, its 32² version in
-        video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
-        truth, low, made = mav.to_model(video), mav.to_model(mav.area_downsample(video)), slice(None)
+    else:  # interp: 76 true frames at 5x the rate, every 5th given; sr: the 64² truth, its 32² version in
+        truth, low, labels = evaluate.held_out_clips(stage, n, g)
+        made = torch.arange(76) % mav.INTERP_FACTOR != 0 if stage == "interp" else slice(None)
     text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_PROMPT))
 
     def run(sampler, steps):

@@ -7,13 +7,11 @@ it; the shipped checkpoints, 48 clips: ~10 min on 2 cores.
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
 import evaluate  # noqa: E402
 import judge  # noqa: E402
@@ -32,8 +30,7 @@ def main(argv=None):
     reader = evaluate.load_judge(args.checkpoints)
     cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     g = torch.Generator().manual_seed(11)
-    video, labels = mav.MovingMNIST("test").sample(n, frames=16, generator=g)
-    low = mav.to_model(mav.area_downsample(video))
+    _, low, labels = evaluate.held_out_clips("sr", n, g)
     text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((n,), mav.NULL_PROMPT))
     KEYS = ("adherence", "consistency", "switch_rate")
 

@@ -10,14 +10,13 @@ prints PSNR against the true frames of held-out clips, one JSON line per run.
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
+import evaluate  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
 
@@ -32,14 +31,8 @@ def main(argv=None):
     model, meta = pipeline.load_checkpoint(args.checkpoints, args.stage)
     cache = pipeline.load_text_cache(args.checkpoints, meta["text_encoder"], write=False)
     g = torch.Generator().manual_seed(0)
-    if args.stage == "sr":  # 16 frames at 64², their 32² version in
-        video, labels = mav.MovingMNIST("test").sample(args.n, frames=16, generator=g)
-        truth, low = mav.to_model(video), mav.to_model(mav.area_downsample(video))
-        scored = torch.ones(16, dtype=torch.bool)
-    else:  # 76 frames at 5x the rate, every 5th given
-        video, labels = mav.MovingMNIST("test").sample(args.n, frames=76, stride=0.2, generator=g)
-        truth = mav.to_model(mav.area_downsample(video))
-        low, scored = truth[:, :, ::mav.INTERP_FACTOR], torch.arange(76) % mav.INTERP_FACTOR != 0
+    truth, low, labels = evaluate.held_out_clips(args.stage, args.n, g)  # interp: every 5th of 76; sr: 32² of 64²
+    scored = torch.arange(truth.shape[2]) % mav.INTERP_FACTOR != 0 if args.stage == "interp" else slice(None)
     text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((args.n,), mav.NULL_PROMPT))
 
     def psnr(x):

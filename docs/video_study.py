@@ -29,18 +29,16 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 
 from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, HERE]
+from study import machine  # noqa: E402  (and the repository on the import path)
 import evaluate  # noqa: E402
 import mav  # noqa: E402
 import train  # noqa: E402
-from ablations import machine  # noqa: E402
 
 SHIPPED, LAPTOP = os.path.join(ROOT, "checkpoints"), os.path.join(ROOT, "checkpoints", "cpu")
 TEMPORAL = ["temporal_only=1", "joint_images=0"]
