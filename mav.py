@@ -871,7 +871,12 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # every layer, which a short run never finishes. Its sampler starts at t = UNet.start_t (0.95) from the
 # difference's mean, zero, noised: there z is noise all but a few percent of
 # its variance, and the network's x̂ at pure noise, which it met rarely in
-# training, never sets the course of a few-step sampler.
+# training, never sets the course of a few-step sampler. Animating a picture
+# and the motion between two are the exception: their guess is the picture
+# held still (or a cross-fade), and a sampler started from it keeps most of it,
+# so the digits hardly move (motion 0.020 against real clips' 0.047, 100
+# held-out clips); they take the base model's steps, from pure noise, and draw
+# the motion themselves (docs/ABLATIONS.md, "Every mode with the image expert").
 #
 # Training clips are rendered at 5x the base frame rate (stride 0.2: the same
 # motion, a fifth of the step between frames). A 16-frame window then holds 4
@@ -881,14 +886,15 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 
 INTERP_FACTOR = 5    # frame-rate multiplier: 16 -> 76 frames
 INTERP_WINDOW = 16   # frames per window: 4 known, 12 generated
+PICTURE_START = 1.0  # animate and between: their sampler starts at t = 1 (pure noise), not at start_t
 
 
-def residual_sample(model, guess, shape, text: Text, null: Text, **kw) -> torch.Tensor:
-    """An interp or SR network's frames: its sample (the difference to `guess`, drawn from t = start_t) plus
-    the guess. The sample starts from the guess in the network's own terms, noised to start_t: a difference
-    of zero, or (an old network that makes whole frames, guess_weight 0: pipeline.py) the guess itself."""
+def residual_sample(model, guess, shape, text: Text, null: Text, start: float | None = None, **kw) -> torch.Tensor:
+    """An interp or SR network's frames: its sample (the difference to `guess`, drawn from t = `start`, default
+    start_t) plus the guess. The sample starts from the guess in the network's own terms, noised to t: a
+    difference of zero, or (an old network that makes whole frames, guess_weight 0: pipeline.py) the guess."""
     init = (1 - model.guess_weight) * guess.expand(shape)
-    made = sample(model, shape, text, null, init=init, strength=model.start_t, **kw)
+    made = sample(model, shape, text, null, init=init, strength=model.start_t if start is None else start, **kw)
     return (model.guess_weight * guess + made).clamp(-1, 1)
 
 
@@ -1000,7 +1006,7 @@ def animate(model, first, text: Text, null: Text, frames: int = FRAMES, last=Non
     if last is not None:
         known[:, :, -1] = last
         mask = mask | (index == frames - 1)
-    return _fill(model, known, mask.expand(len(known), -1), text, null, 1.0, **kw)
+    return _fill(model, known, mask.expand(len(known), -1), text, null, 1.0, start=PICTURE_START, **kw)
 
 
 def linear_blend(clip: torch.Tensor, factor: int = INTERP_FACTOR) -> torch.Tensor:

@@ -588,6 +588,27 @@ def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache)
             assert (got[:, :, 1:5] - want[:, :, 1:5]).abs().max() < 1e-5, t         # the made frames
 
 
+def test_the_picture_modes_start_from_pure_noise_and_interpolation_from_its_guess(cache):
+    """Animate and between (mav.PICTURE_START) take the base steps from t = 1, pure noise: from their guess (the
+    picture held still, a cross-fade) noised to start_t the digits hardly moved. Interpolation, the cascade's
+    one-step ↑F, still starts from its guess at the network's start_t."""
+    class Records(MakesNothing):
+        def forward(self, z, logsnr, text, **conditioning):
+            seen.append(float(logsnr[0]))
+            return super().forward(z, logsnr, text, **conditioning)
+    masked = Records(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))
+    text, first = cache(torch.tensor([12])), torch.zeros(1, 1, 32, 32)
+    for make in (lambda: mav.animate(masked, first, text, text, frames=6, steps=4, guidance=1.0),
+                 lambda: mav.animate(masked, first, text, text, frames=6, last=first, steps=4, guidance=1.0)):
+        seen = []
+        make()
+        assert mav.PICTURE_START == 1.0 and len(seen) == 4
+        assert seen[0] == pytest.approx(float(mav.logsnr_schedule(torch.tensor(1.0))))
+    seen = []
+    mav.interpolate(masked, torch.zeros(1, 1, 2, 32, 32), text, text, steps=1)
+    assert seen == [pytest.approx(float(mav.logsnr_schedule(torch.tensor(masked.start_t))))]
+
+
 def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(cascade):
     """Animate and between with the cascade's image model as the masked network's expert: the first (and last)
     frame come back as given, the made frames differ from the masked network's alone, image_expert=0 is it."""

@@ -11,8 +11,9 @@ clips per seed, seeds 0 and 1:
                               image model as each made frame's expert (β 0.75, t <= 0.5; mav.py §10)
     between-b0 / between      the same from its first and last frames, with PSNR to the true middle frames
     variation-b0 / variation  a clip with another prompt at strength 0.4 / 0.6 / 0.8 / 1
-    animate-t1 / between-t1   as animate / between, the masked network's sampler started from pure noise (t = 1)
-                              instead of its guess noised to its start_t (the shipped network's 0.8)
+    animate-t1 / between-t1   as animate / between, the masked network's sampler started from pure noise (t = 1,
+                              mav.PICTURE_START) instead of its guess noised to t = 0.8 (the rows above: the shipped
+                              network's start_t, where the picture modes started before)
 
     python docs/modes_study.py                          # every row, seeds 0 and 1
     python docs/modes_study.py --rows animate animate-b0 --seeds 0
@@ -32,7 +33,6 @@ ROOT = os.path.dirname(HERE)
 from study import machine  # noqa: E402  (and the repository on the import path)
 import evaluate  # noqa: E402
 import mav  # noqa: E402
-import pipeline  # noqa: E402
 
 ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
     "cascade-30": ["videos", "--steps", "30"],
@@ -46,7 +46,8 @@ ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
     "animate-t1": ["animate"],
     "between-t1": ["between"],
 }
-START_T = {"animate-t1": 1.0, "between-t1": 1.0}  # the masked network's start_t, set on its class for the row
+START_T = {"animate-b0": 0.8, "animate": 0.8, "between-b0": 0.8, "between": 0.8,  # the shipped network's start_t
+           "animate-t1": 1.0, "between-t1": 1.0}  # where the picture modes' sampler starts: mav.PICTURE_START
 
 
 def parse_args(argv=None):
@@ -62,15 +63,14 @@ def parse_args(argv=None):
 
 def run_row(argv: list[str], start_t: float | None = None) -> dict:
     """evaluate.py's JSON line for `argv`, its own prints kept off the terminal; `start_t`, where given, is
-    where the masked network's sampler starts (the shipped whole-frame one's and today's, for this row)."""
-    out, kept = io.StringIO(), (pipeline.WholeFrameUNet.start_t, mav.UNet.start_t)
+    where the picture modes' sampler starts for this row (mav.PICTURE_START)."""
+    out, kept = io.StringIO(), mav.PICTURE_START
     try:
-        if start_t is not None:
-            pipeline.WholeFrameUNet.start_t = mav.UNet.start_t = start_t
+        mav.PICTURE_START = kept if start_t is None else start_t
         with contextlib.redirect_stdout(out):
             evaluate.main(argv)
     finally:
-        pipeline.WholeFrameUNet.start_t, mav.UNet.start_t = kept
+        mav.PICTURE_START = kept
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
