@@ -1643,7 +1643,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
               "--seeds", "0", "--num-samples", "2", "--eval-steps", "1", "--image-expert", "gpu-temporal:2:0", *study],
              ["video_study.py", "--table", *study]]
     runs += [["modes_study.py", "--checkpoints", c, "--rows", "animate", "between-b0", "variation", "--seeds", "0",
-              "--num-samples", "2", "--steps", "1", "--results", str(tmp_path / "modes.jsonl")]]
+              "--num-samples", "2", "--steps", "1", "--results", str(tmp_path / "modes.jsonl")],
+             ["modes_study.py", "--table", "--results", str(tmp_path / "modes.jsonl")]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py"}  # the helper

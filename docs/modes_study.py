@@ -18,6 +18,7 @@ clips per seed, seeds 0 and 1:
     python docs/modes_study.py                          # every row, seeds 0 and 1
     python docs/modes_study.py --rows animate animate-b0 --seeds 0
     python docs/modes_study.py --steps 10               # the modes' base steps (cascade rows name their own)
+    python docs/modes_study.py --table                  # the Markdown tables of docs/ABLATIONS.md
 
 A row already in the results (same name, seed and steps) is not made again.
 """
@@ -56,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--steps", type=int, default=None, help="the modes' base steps (default: evaluate.py's)")
     p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--table", action="store_true", help="print the results as Markdown tables, run nothing")
     p.add_argument("--checkpoints", default=None, help="the folder evaluated (default: evaluate.py's, the shipped one)")
     p.add_argument("--results", default=os.path.join(HERE, "modes_study.jsonl"))
     return p.parse_args(argv)
@@ -74,8 +76,46 @@ def run_row(argv: list[str], start_t: float | None = None) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
+LABELS = {"b0": "the masked network alone, from its guess at t = 0.8 (the old default)",
+          "": "with the image expert (β 0.75, t ≤ 0.5), from its guess at t = 0.8",
+          "t1": "**with the image expert, from pure noise (the new default)**"}
+
+
+def table(results: list[dict]):
+    """The picture modes' rows, seed 0 / seed 1 in each cell, then the variation rows, as Markdown."""
+    cell = lambda rows, f: " / ".join(f(r) for r in sorted(rows, key=lambda r: r["seed"]))
+    print("Each cell: seed 0 / seed 1.\n\n| mode | sampler | adherence | consistency | switch rate | jump rate | motion | lag ratio | PSNR middle "
+          "(cross-fade) |\n|---|---|---|---|---|---|---|---|---|")
+    for mode in ("animate", "between"):
+        for kind, label in LABELS.items():
+            rows = [r for r in results if r["row"] == "-".join(filter(None, [mode, kind]))]
+            if not rows:
+                continue
+            made = lambda r: r["animated" if mode == "animate" else "made"]
+            figures = [cell(rows, lambda r, k=k: f"{made(r)[k]:.{2 if k == 'adherence' else 3}f}")
+                       for k in ("adherence", "consistency", "switch_rate", "jump_rate", "motion", "motion_lag_ratio")]
+            psnr = cell(rows, lambda r: f"{r['psnr']} ({r['psnr_linear_blend']})") if mode == "between" else ""
+            print(f"| {mode} | {label} | {' | '.join(figures)} | {psnr} |")
+        real = [r for r in results if r["eval"] == mode and r["seed"] in (0, 1)]
+        if real:
+            first = {r["seed"]: r for r in real}
+            figures = [cell(first.values(), lambda r, k=k: f"{r['real'][k]:.{2 if k == 'adherence' else 3}f}")
+                       for k in ("adherence", "consistency", "switch_rate", "jump_rate", "motion", "motion_lag_ratio")]
+            print(f"| {mode} | real held-out clips | {' | '.join(figures)} | |")
+    print("\n| sampler | strength | new digits (adherence) | own digits | PSNR to the input | switch rate |"
+          "\n|---|---|---|---|---|---|")
+    for r in (r for r in results if r["eval"] == "variation"):
+        for v in r["rows"]:
+            if v["strength"]:
+                print(f"| β {r['image_expert']:g}, seed {r['seed']} | {v['strength']:g} | {v['adherence_new_prompt']:.2f} | "
+                      f"{v['adherence_own_digits']:.2f} | {v['psnr_to_input']} | {v['switch_rate']:.3f} |")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.table:
+        with open(args.results) as fh:
+            return table([json.loads(line) for line in fh])
     done = set()
     if os.path.exists(args.results):
         with open(args.results) as fh:
