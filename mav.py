@@ -1316,6 +1316,9 @@ class ImageExpert(nn.Module):
 # are animated by the masked network (§7: the paper's image animation), a
 # `video` is varied (SDEdit: noised to t = `strength`, then denoised).
 
+STRENGTH = 0.8  # a variation's default t = S: the prompt's digits in every clip, the input's layout and motion kept
+
+
 class Cascade:
     """The networks of one checkpoint folder, by cascade stage (base, interp, sr), and their text cache.
     `stages` are the ones a call runs; `models` may hold the masked network (interp) for --extend, --image
@@ -1352,7 +1355,7 @@ class Cascade:
     def generate(self, text: Text, null: Text, generator=None, steps: int = STEPS["base"],
                  interp_steps: int = STEPS["interp"], sr_steps: int = STEPS["sr"], guidance: float | None = None,
                  sampler: str = SAMPLER, frames: int = FRAMES, extend_frames: int = 0, framewise_sr: bool = False,
-                 first=None, last=None, video=None, strength: float = 0.6, image_expert: float = IMAGE_EXPERT,
+                 first=None, last=None, video=None, strength: float = STRENGTH, image_expert: float = IMAGE_EXPERT,
                  progress=None, done=None):
         """base -> (extend) -> interp -> sr for the prompts of `text` -> (x (n 1 f h w) in [-1, 1], fps).
         first, last: (n 1 32 32) pictures to animate; video: (n 1 frames 32 32) to vary; all in [-1, 1].

@@ -7,7 +7,7 @@ Sample Moving MNIST videos from a prompt with the Make-A-Video cascade.
     python sample.py --prompt "2 and four" --extend 16                         # 32 base frames, then the rest
     python sample.py --prompt "2 and four" --image start.png          # animate a picture (its first frame)
     python sample.py --prompt "2 and four" --between a.png b.png      # the motion from one picture to another
-    python sample.py --prompt "2 and four" --variation clip.gif --strength 0.6   # a variation of a video
+    python sample.py --prompt "2 and four" --variation clip.gif                # a variation of a video
     python sample.py --stages image --prompt-file docs/image_prompts.txt --out grid.png  # the image model alone
 
 The model knows prompts of the form "<digit> and <digit>", each digit a
@@ -57,7 +57,7 @@ def parser():
                             "noised to time --strength and denoised with the prompt")
     given.add_argument("--strength", type=float, default=None,
                        help="--variation: 0 < S <= 1, how far from the input (about 0 = the input, 1 = a fresh "
-                            "sample; default 0.6)")
+                            f"sample; default {mav.STRENGTH:g}: the prompt's digits, the input's layout and motion)")
     cli.add_cascade_arguments(p.add_argument_group("the cascade"))
     cli.add_device_arguments(p.add_argument_group("hardware"))
     return p
@@ -98,7 +98,7 @@ def check_request(p, args):
             p.error(f"{path} is a folder; give a picture or video file")
     if args.strength is not None and not args.variation:
         p.error("--strength applies to --variation")
-    args.strength = 0.6 if args.strength is None else args.strength
+    args.strength = mav.STRENGTH if args.strength is None else args.strength
     try:
         pipeline.check_call(strength=args.strength)
     except ValueError as e:

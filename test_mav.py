@@ -588,6 +588,17 @@ def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache)
             assert (got[:, :, 1:5] - want[:, :, 1:5]).abs().max() < 1e-5, t         # the made frames
 
 
+def test_a_variation_samples_from_the_default_strength(cascade, monkeypatch):
+    """Without --strength (or strength=), a variation starts at t = mav.STRENGTH, the strength the table chose
+    (docs/ABLATIONS.md: every clip with the prompt's digits, the input's layout kept)."""
+    run, seen, real = pipeline.Pipeline.load(str(cascade), stages=["base"]), [], mav.sample
+    monkeypatch.setattr(mav, "sample", lambda *a, **kw: (seen.append(kw.get("strength")), real(*a, **kw))[1])
+    run("2 and four", steps=2, video=torch.zeros(1, 1, mav.FRAMES, 32, 32))
+    assert seen == [mav.STRENGTH] and 0.6 < mav.STRENGTH < 1
+    clip = os.path.join(HERE, "docs", "clip.gif")
+    assert sample.parse_args(["--prompt", "3 and 7", "--variation", clip]).strength == mav.STRENGTH
+
+
 def test_the_picture_modes_start_from_pure_noise_and_interpolation_from_its_guess(cache):
     """Animate and between (mav.PICTURE_START) take the base steps from t = 1, pure noise: from their guess (the
     picture held still, a cross-fade) noised to start_t the digits hardly moved. Interpolation, the cascade's
