@@ -427,9 +427,10 @@ def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,i
     cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
                          help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
     cascade.add_argument("--image-expert", type=float, default=mav.IMAGE_EXPERT, metavar="BETA",
-                         help="the image model's share of the base model's last steps (t <= "
-                              f"{mav.IMAGE_EXPERT_UNTIL:g}), frame by frame: keeps each digit legible where two "
-                              "cross (mav.py §10; used where --checkpoints holds image.json); 0: the video model "
+                         help="the image model's share of the last steps (t <= "
+                              f"{mav.IMAGE_EXPERT_UNTIL:g}) of the base model, or of the masked network for --image "
+                              "and --between, frame by frame: keeps each digit legible where two cross (mav.py §10; "
+                              "used where --checkpoints holds image.json); 0: the video model "
                               f"alone, as the paper samples (default {mav.IMAGE_EXPERT:g})")
 
 
