@@ -158,10 +158,10 @@ def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
             raise CheckpointError(f"{config} is not a checkpoint's JSON (an object with its model's config)")
         if build is None and not isinstance(meta.get("text_encoder"), str):
             raise CheckpointError(f"{config} names no text_encoder (the encoder the network was trained with)")
-        if build is None and not (meta["text_encoder"] == mav.DEFAULT_TEXT_ENCODER or os.path.isdir(meta["text_encoder"])):
+        packaged = mav.DEFAULT_TEXT_ENCODER
+        if build is None and not (meta["text_encoder"] == packaged or os.path.isdir(meta["text_encoder"])):
             raise CheckpointError(f"{config} names the text encoder {meta['text_encoder'][:100]!r}, which is not on "
-                                  f"this machine (the packaged {mav.DEFAULT_TEXT_ENCODER}, or a local folder): refused, "
-                                  "not downloaded")
+                                  f"this machine (the packaged {packaged}, or a local folder): refused, not downloaded")
         if build is None:
             check_config(meta["config"])
         state = load_file(weights)
@@ -272,7 +272,8 @@ def load_text_cache(folder: str, encoder_name: str = mav.DEFAULT_TEXT_ENCODER, w
         atomic_save_tensors({"tokens": text.tokens.half(), "mask": text.mask.to(torch.uint8),
                              "pooled": text.pooled.half()}, path)
         atomic_write_json({"encoder": encoder_name, "prompts": prompts}, path + ".json")
-    return mav.TextCache(prompts, mav.Text(text.tokens.half().float(), text.mask, text.pooled.half().float()), encoder_name)
+    stored = mav.Text(text.tokens.half().float(), text.mask, text.pooled.half().float())  # as the file holds it
+    return mav.TextCache(prompts, stored, encoder_name)
 
 
 # =============================================================================
@@ -356,9 +357,10 @@ class Pipeline(mav.Cascade):
     @classmethod
     def load(cls, folder: str = "checkpoints", device="cpu", stages=None) -> "Pipeline":
         """Every stage with a checkpoint in `folder` (base always), or those named; the image model, where there
-        is one (mav.py §10); the guidance weight the video model's trainer recorded. Raises CheckpointError (one line)
-        for what cannot be read."""
-        held = [s for s in mav.CASCADE if s == "base" or os.path.exists(os.path.join(folder, mav.CASCADE[s] + ".json"))]
+        is one (mav.py §10); the guidance weight the video model's trainer recorded. Raises CheckpointError (one
+        line) for what cannot be read."""
+        has = lambda name: os.path.exists(os.path.join(folder, name + ".json"))
+        held = [s for s in mav.CASCADE if s == "base" or has(mav.CASCADE[s])]
         has_image = os.path.exists(os.path.join(folder, "image.json"))
         expert = ["image"] if has_image and "base" in (stages or held) else []  # the video model's expert, mav.py §10
         models, metas = {}, {}
@@ -372,6 +374,7 @@ class Pipeline(mav.Cascade):
 
     @torch.no_grad()
     def __call__(self, prompts, seed: int = 0, **kw) -> tuple[torch.Tensor, float]:
+        """mav.Cascade.__call__, after the prompts and the seed are checked."""
         listed = [prompts] if isinstance(prompts, str) else prompts
         if not (isinstance(listed, (list, tuple)) and listed and all(isinstance(p, str) for p in listed)):
             raise TypeError(f"prompts={prompts!r}: must be a prompt or a non-empty list of them (strings)")
@@ -380,6 +383,7 @@ class Pipeline(mav.Cascade):
         return super().__call__(prompts, seed, **kw)
 
     def generate(self, text: mav.Text, null: mav.Text, generator=None, **kw):
+        """mav.Cascade.generate, after every keyword (given or default) and picture is checked."""
         a = inspect.signature(mav.Cascade.generate).bind(self, text, null, generator, **kw)
         a.apply_defaults()
         a = a.arguments  # every keyword, given or default

@@ -84,8 +84,8 @@ LABELS = {"b0": "the masked network alone, from its guess at t = 0.8 (the old de
 def table(results: list[dict]):
     """The picture modes' rows, seed 0 / seed 1 in each cell, then the variation rows, as Markdown."""
     cell = lambda rows, f: " / ".join(f(r) for r in sorted(rows, key=lambda r: r["seed"]))
-    print("Each cell: seed 0 / seed 1.\n\n| mode | sampler | adherence | consistency | switch rate | jump rate | motion | lag ratio | PSNR middle "
-          "(cross-fade) |\n|---|---|---|---|---|---|---|---|---|")
+    print("Each cell: seed 0 / seed 1.\n\n| mode | sampler | adherence | consistency | switch rate | jump rate | "
+          "motion | lag ratio | PSNR middle (cross-fade) |\n|---|---|---|---|---|---|---|---|---|")
     for mode in ("animate", "between"):
         for kind, label in LABELS.items():
             rows = [r for r in results if r["row"] == "-".join(filter(None, [mode, kind]))]
@@ -107,8 +107,9 @@ def table(results: list[dict]):
     for r in (r for r in results if r["eval"] == "variation"):
         for v in r["rows"]:
             if v["strength"]:
-                print(f"| β {r['image_expert']:g}, seed {r['seed']} | {v['strength']:g} | {v['adherence_new_prompt']:.2f} | "
-                      f"{v['adherence_own_digits']:.2f} | {v['psnr_to_input']} | {v['switch_rate']:.3f} |")
+                print(f"| β {r['image_expert']:g}, seed {r['seed']} | {v['strength']:g} | "
+                      f"{v['adherence_new_prompt']:.2f} | {v['adherence_own_digits']:.2f} | {v['psnr_to_input']} | "
+                      f"{v['switch_rate']:.3f} |")
 
 
 def main(argv=None):
