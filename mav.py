@@ -1280,7 +1280,9 @@ class ImageExpert(nn.Module):
         super().__init__()
         self.video, self.image, self.image_expert = video, image, image_expert
         self.logsnr_from = float(logsnr_schedule(torch.tensor(until)))  # t <= t_e  <=>  λ_t >= λ(t_e)
-        self.start_t, self.guess_weight = video.start_t, video.guess_weight  # the masked network's sampler, §7
+
+    start_t = property(lambda self: self.video.start_t)            # the masked network's sampler (§7) reads
+    guess_weight = property(lambda self: self.video.guess_weight)  # them through the wrapper
 
     def forward(self, x, logsnr, text: Text, **conditioning):  # x: b c f h w; logsnr: (b,), one t for all
         v = self.video(x, logsnr, text, **conditioning)                   # v̂_video
