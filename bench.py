@@ -23,6 +23,7 @@ import judge
 import mav
 import pipeline
 import train
+import train_setup
 
 # Dense bf16 peak of the accelerators MFU is quoted against (FLOP/s), by a part of their name.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
@@ -47,7 +48,7 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(description="Time a training step, or the cascade.", formatter_class=cli.HelpFormatter)
     what = p.add_subparsers(dest="what", required=True)
     t = what.add_parser("train", help="a stage's training step", formatter_class=cli.HelpFormatter)
-    t.add_argument("--stage", required=True, choices=train.TRAINABLE)
+    t.add_argument("--stage", required=True, choices=train_setup.TRAINABLE)
     t.add_argument("--preset", default="cpu", choices=list(mav.PRESETS))
     t.add_argument("--recipe", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
                    help="the stage's recipe, changed as in train.py (batch, frames, joint_images matter here)")
@@ -65,15 +66,15 @@ def parse_args(argv=None):
         cli.add_device_arguments(parser.add_argument_group("hardware"))
     args = p.parse_args(argv)
     if args.what == "train":
-        args.recipe = train.recipe_of(t, args.stage, args.recipe)
-        args.model = train.model_changes(t, args.stage, args.model)
+        args.recipe = train_setup.recipe_of(t, args.stage, args.recipe)
+        args.model = train_setup.model_changes(t, args.stage, args.model)
         if not 1 <= args.steps <= 10_000:
             t.error(f"--steps must be in 1 .. 10000 (timed steps), got {args.steps}")
     else:
         cli.check_cascade(s, args, image_alone=False)
     args.device, args.precision, args.precision_why = cli.device_and_precision(args.device, args.precision, p.error)
     if args.what == "train":
-        train.check_memory(t, args.stage, args.preset, args.recipe, args.model, args.device)
+        train_setup.check_memory(t, args.stage, args.preset, args.recipe, args.model, args.device)
     return args
 
 

@@ -30,6 +30,7 @@ import mav
 import pipeline
 import sample
 import train
+import train_setup
 
 
 # --- shared: fixtures, helpers, the tables parametrized tests read ------------------------------------------
@@ -283,7 +284,7 @@ NUMBERS = [
       for name, ok in [("batch", ()), ("frames", ()), ("lr", ()), ("warmup", ("0",)), ("cooldown", ("0",)),
                        ("min_snr", ("0",)), ("ema_decay", ("0",)), ("joint_images", ("0",)), ("guidance", ("0",)),
                        ("scratch", ("0",))]],
-    *[("model", name, "video", ("0",)) for name in train.SWITCHES],
+    *[("model", name, "video", ("0",)) for name in train_setup.SWITCHES],
     *[("train", flag, "image", ok) for flag, ok in [("--steps", ()), ("--seed", ("0", "99999999999")),
                                                     ("--time-limit", ("1e30", "99999999999")),
                                                     ("--log-every", ("1e30", "99999999999")),
@@ -1041,24 +1042,23 @@ def test_train_without_warmup(cache_dir, tmp_path):
 
 
 def test_the_chain_and_a_single_stage_train_the_recipes_steps():
-    for i, stage in enumerate(train.CHAIN):  # each stage after the one it starts from
+    for i, stage in enumerate(train_setup.CHAIN):  # each stage after the one it starts from
         source = mav.STAGES[stage].starts_from
-        assert source is None or train.CHAIN.index(source) < i, stage
-    assert set(train.CHAIN) == set(mav.STAGES)
-    chain = train.chain_steps(SimpleNamespace(steps=None))
-    assert chain == {stage: mav.RECIPES[stage].steps for stage in train.CHAIN}
-    assert set(train.chain_steps(SimpleNamespace(steps=3)).values()) == {3}
+        assert source is None or train_setup.CHAIN.index(source) < i, stage
+    assert set(train_setup.CHAIN) == set(mav.STAGES)
+    chain = train_setup.chain_steps(SimpleNamespace(steps=None))
+    assert chain == {stage: mav.RECIPES[stage].steps for stage in train_setup.CHAIN}
+    assert set(train_setup.chain_steps(SimpleNamespace(steps=3)).values()) == {3}
     own_image = ["--stage", "video", "--out", os.path.join(SHIPPED, "cpu"), "--overwrite"]  # parsed, not run
-    args = train.parse_args(own_image)
+    args = train_setup.parse_args(own_image)
     assert args.recipe == mav.RECIPES["video"] and args.recipe.steps == chain["video"]  # one recipe: the chain's
-    assert train.parse_args([*own_image, "--steps", "7"]).recipe.steps == 7
+    assert train_setup.parse_args([*own_image, "--steps", "7"]).recipe.steps == 7
 
 
 def test_the_learning_rate_warms_up_then_cools_down_to_zero_by_steps_not_time():
     recipe = mav.Recipe(batch=1, frames=1, lr=1e-3, warmup=10, cooldown=0.3, min_snr=0, ema_decay=0.9, steps=1000)
-    run = SimpleNamespace(recipe=recipe, step=4, t_start=time.time() - 10 ** 6)  # however long it has run
-    run.progress = lambda: train.Trainer.progress(run)
-    lr = lambda: train.Trainer.learning_rate(run)
+    run = SimpleNamespace(recipe=recipe, step=4)  # whatever the time it has run: the rate reads only steps
+    lr = lambda: train.learning_rate(run.recipe, run.step)
     assert math.isclose(lr(), 5e-4)                         # warming up: step 5 of 10
     run.step = 500
     assert math.isclose(lr(), 1e-3)                         # half the steps done: full rate
@@ -1081,10 +1081,10 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
     monkeypatch.setattr(train, "step_seconds", lambda *args: 0.01)  # no timing steps: the slow chain's do no harm
     tiny_chain(fast)
     monkeypatch.undo()
-    forward, stop_reason = train.StageLoss.forward, train.Trainer.stop_reason
+    forward, stop_reason = train.StageLoss.forward, train.stop_reason
     monkeypatch.setattr(train.StageLoss, "forward", lambda self: (time.sleep(0.05), forward(self))[1])
-    minutes_run_out = lambda self, stop: "time" if (self.stage, self.step) == ("video", 1) else stop_reason(self, stop)
-    monkeypatch.setattr(train.Trainer, "stop_reason", minutes_run_out)
+    minutes_run_out = lambda run, stop: "time" if (run.stage, run.step) == ("video", 1) else stop_reason(run, stop)
+    monkeypatch.setattr(train, "stop_reason", minutes_run_out)
     capsys.readouterr()
     tiny_chain(slow, "--time-limit", "60")
     printed = capsys.readouterr().out
@@ -1093,15 +1093,15 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
            f"--preset tiny --out {slow} --seed 0 --steps 2 --resume" in printed, printed
     assert list(pipeline.checkpoint_meta(str(slow), "chain")["done"]) == ["image"]
     image_bytes = (slow / "image.safetensors").read_bytes()
-    monkeypatch.setattr(train.Trainer, "stop_reason", stop_reason)
+    monkeypatch.setattr(train, "stop_reason", stop_reason)
     monkeypatch.setattr(train, "step_seconds", lambda *args: 0.01)
     tiny_chain(slow, "--resume")
     printed = capsys.readouterr().out
     assert "done already: image" in printed and "chain done" in printed
-    for stage in train.CHAIN:
+    for stage in train_setup.CHAIN:
         assert (slow / f"{stage}.safetensors").read_bytes() == (fast / f"{stage}.safetensors").read_bytes(), stage
     chain = pipeline.checkpoint_meta(str(slow), "chain")
-    assert list(chain["done"]) == train.CHAIN and chain["steps"] == dict.fromkeys(train.CHAIN, 2)
+    assert list(chain["done"]) == train_setup.CHAIN and chain["steps"] == dict.fromkeys(train_setup.CHAIN, 2)
     assert (slow / "image.safetensors").read_bytes() == image_bytes  # a finished stage is not trained again
     video, interp, sr = (pipeline.checkpoint_meta(str(slow), stage) for stage in ("video", "interp", "sr"))
     assert video["step"] == 2 and video["image_step"] == 2 and interp["video_step"] == 2
@@ -1117,15 +1117,15 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
 def test_unlabeled_trains_exactly_the_temporal_weights(trained, tmp_path):
     out = tmp_path / "frozen"
     shutil.copytree(trained, out)
-    args = train.parse_args(["--stage", "video", "--preset", "tiny", "--out", str(out), "--overwrite", "--steps", "2",
-                             "--recipe", "batch=2", "frames=8", "--unlabeled", "--sample-every", "0"])
+    args = train_setup.parse_args(["--stage", "video", "--preset", "tiny", "--out", str(out), "--overwrite",
+                                   "--steps", "2", "--recipe", "batch=2", "frames=8", "--unlabeled", "--sample-every", "0"])
     assert args.recipe.joint_images == 0  # no text, so no joint images with prompts
     trainer = train.Trainer(args, "video", args.recipe)
     trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
     image_names = set(pipeline.load_checkpoint(str(out), "image")[0].state_dict())
     assert trainable and trainable == {name for name, _ in trainer.model.named_parameters()} - image_names
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    trainer.train()
+    train.train_loop(trainer)
     changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and changed <= trainable  # the image model's weights are exactly as they were
 
@@ -1157,10 +1157,10 @@ def test_video_stage_on_a_fresh_folder_inflates_the_shipped_image_model(trained,
 
 
 def test_video_stage_defaults_to_the_shipped_image_models_preset(tmp_path):
-    args = train.parse_args(["--stage", "video", "--out", str(tmp_path / "new")])
-    assert args.preset == train.SHIPPED_IMAGE_PRESET and args.shipped_image == cli.SHIPPED
-    assert args.recipe == train.from_shipped_image(cli.SHIPPED)
-    own = train.parse_args(["--stage", "video", "--out", os.path.join(SHIPPED, "cpu"), "--overwrite"])
+    args = train_setup.parse_args(["--stage", "video", "--out", str(tmp_path / "new")])
+    assert args.preset == train_setup.SHIPPED_IMAGE_PRESET and args.shipped_image == cli.SHIPPED
+    assert args.recipe == train_setup.from_shipped_image(cli.SHIPPED)
+    own = train_setup.parse_args(["--stage", "video", "--out", os.path.join(SHIPPED, "cpu"), "--overwrite"])
     assert own.preset == "cpu" and own.shipped_image is None  # a folder with an image model: its own, its preset
 
 
@@ -1856,7 +1856,7 @@ def test_bad_pictures_and_videos_are_one_line_errors(cascade, pictures, capsys, 
 
 
 def test_train_never_writes_over_a_checkpoint_unasked(cache_dir, tmp_path, capsys):
-    assert train.parse_args(["--stage", "image", "--preset", "tiny"]).out == os.path.join("runs", "tiny")
+    assert train_setup.parse_args(["--stage", "image", "--preset", "tiny"]).out == os.path.join("runs", "tiny")
     out = tmp_path / "run"
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 1)
@@ -1895,9 +1895,9 @@ def test_every_number_is_checked_before_anything_is_built(tmp_path, capsys, wher
     extra = given(1) + given(1)[1:] if value == "twice" else given(value)
     argv = ["--stage", stage, "--preset", "tiny", "--out", str(out), *extra]
     if accepted:
-        train.parse_args(argv)
+        train_setup.parse_args(argv)
     else:
-        expect_one_line_error(capsys, train.parse_args, argv, "")
+        expect_one_line_error(capsys, train_setup.parse_args, argv, "")
     assert not out.exists()
 
 
@@ -1911,7 +1911,7 @@ def test_every_number_is_checked_before_anything_is_built(tmp_path, capsys, wher
     (["--stage", "all", "--out", "/proc/mav-run"], "cannot write in /proc"),
 ])
 def test_train_refuses_sizes_and_settings_that_cannot_run(capsys, argv, needle):
-    expect_one_line_error(capsys, train.parse_args, [*argv, "--preset", "tiny"], needle)
+    expect_one_line_error(capsys, train_setup.parse_args, [*argv, "--preset", "tiny"], needle)
 
 
 @pytest.mark.parametrize("main,argv,needle", [
@@ -1959,8 +1959,8 @@ def test_weights_past_fp16s_range_are_never_saved_and_broken_checkpoints_never_l
     shutil.copytree(trained, out)
     (out / "image-train.pt").unlink()
     (out / "image.safetensors").unlink()
-    trainer = train.Trainer(train.parse_args(["--stage", "image", "--preset", "tiny", "--out", str(out)]), "image",
-                            mav.RECIPES["image"])
+    args = train_setup.parse_args(["--stage", "image", "--preset", "tiny", "--out", str(out)])
+    trainer = train.Trainer(args, "image", mav.RECIPES["image"])
     with torch.no_grad():
         next(trainer.ema.parameters()).fill_(1e5)
     with pytest.raises(SystemExit) as exit_info:
@@ -2083,7 +2083,7 @@ def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "holds no chain to continue" in err, err
     pipeline.atomic_write_json(dict(stage="chain", preset="small", seed=0, steps={}, done={}),
-                          train.chain_path(str(out)))
+                          train_setup.chain_path(str(out)))
     with pytest.raises(SystemExit):
         tiny_chain(out, "--resume")
     assert "has preset 'small', not 'tiny'" in capsys.readouterr().err

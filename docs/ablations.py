@@ -38,6 +38,7 @@ import cli  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
 import train  # noqa: E402
+import train_setup  # noqa: E402
 
 ROWS = {  # name -> (its --recipe changes, its --model changes): one part switched off
     "full": ([], []),
@@ -116,7 +117,8 @@ def train_row(args, row, folder) -> dict[int, str]:
     snaps = {s: os.path.join(folder, f"step-{s}") for s in snapshot_steps(args, row)}
     if all(os.path.exists(os.path.join(d, "video.json")) for d in snaps.values()):
         return snaps
-    targs = train.parse_args(train_argv(args, row, folder, os.path.exists(os.path.join(folder, "video-train.pt"))))
+    resume = os.path.exists(os.path.join(folder, "video-train.pt"))
+    targs = train_setup.parse_args(train_argv(args, row, folder, resume))
     trainer = train.Trainer(targs, "video", targs.recipe, resume=targs.resume)
     bar = tqdm(total=args.steps, initial=trainer.step, desc=row, dynamic_ncols=True)
     for stop, snap in snaps.items():

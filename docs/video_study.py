@@ -39,6 +39,7 @@ from study import machine  # noqa: E402  (and the repository on the import path)
 import evaluate  # noqa: E402
 import mav  # noqa: E402
 import train  # noqa: E402
+import train_setup  # noqa: E402
 
 SHIPPED, LAPTOP = os.path.join(ROOT, "checkpoints"), os.path.join(ROOT, "checkpoints", "cpu")
 TEMPORAL = ["temporal_only=1", "joint_images=0"]
@@ -126,7 +127,7 @@ def train_row(args, row) -> dict[int, str]:
     if all(os.path.exists(os.path.join(d, "video.json")) for d in snaps.values()):
         return snaps
     resume = ["--resume"] if os.path.exists(os.path.join(folder, "video-train.pt")) else []
-    targs = train.parse_args(["--stage", "video", "--preset", preset, "--out", folder, "--recipe", *recipe,
+    targs = train_setup.parse_args(["--stage", "video", "--preset", preset, "--out", folder, "--recipe", *recipe,
                               "--steps", str(steps[-1]), "--sample-every", "0", "--save-every", str(steps[-1]),
                               *resume])
     trainer = train.Trainer(targs, "video", targs.recipe, resume=targs.resume)
@@ -139,7 +140,7 @@ def train_row(args, row) -> dict[int, str]:
             loss = trainer.train_step()
             bar.update(1)
             if trainer.step % targs.log_every == 0:  # the log's samples/s: the clock of step_minutes
-                trainer.read_loss(loss, targs.log_every * per_step / (time.time() - t_log), bar)
+                train.read_loss(trainer, loss, targs.log_every * per_step / (time.time() - t_log), bar)
                 t_log = time.time()
         trainer.save()  # the EMA checkpoint and the resume file, as train.py's loop saves them
         os.makedirs(snap, exist_ok=True)
