@@ -81,9 +81,31 @@ LABELS = {"b0": "the masked network alone, from its guess at t = 0.8 (the old de
           "t1": "**with the image expert, from pure noise (the new default)**"}
 
 
+def seeds(rows, f) -> str:
+    """A table's cell: f of each row, seed 0 / seed 1."""
+    return " / ".join(f(r) for r in sorted(rows, key=lambda r: r["seed"]))
+
+
+def cascade_table(results: list[dict]):
+    """The whole cascade's rows (read at the base rate; the 76 frames' switch rate beside), as Markdown."""
+    print("Each cell: seed 0 / seed 1.\n\n| base steps | adherence | consistency | switch rate | jump rate | motion "
+          "| lag ratio | FD | switch rate at 76 frames | wall (s) |\n|---|---|---|---|---|---|---|---|---|---|")
+    for steps in sorted({r["steps"] for r in results if r["row"].startswith("cascade")}, reverse=True):
+        rows = [r for r in results if r["row"].startswith("cascade") and r["steps"] == steps]
+        figures = [seeds(rows, lambda r, k=k: f"{r[k]:.{2 if k == 'adherence' else 3}f}")
+                   for k in ("adherence", "consistency", "switch_rate", "jump_rate", "motion", "motion_lag_ratio")]
+        figures += [seeds(rows, lambda r: f"{r['fd']:.1f}"),
+                    seeds(rows, lambda r: f"{r['full_rate']['switch_rate']:.3f}"),
+                    seeds(rows, lambda r: f"{r['wall_s']:.0f}")]
+        print(f"| {steps} | {' | '.join(figures)} |")
+    print()
+
+
 def table(results: list[dict]):
-    """The picture modes' rows, seed 0 / seed 1 in each cell, then the variation rows, as Markdown."""
-    cell = lambda rows, f: " / ".join(f(r) for r in sorted(rows, key=lambda r: r["seed"]))
+    """The whole cascade's rows, the picture modes' (seed 0 / seed 1 in each cell), then the variation rows, as
+    Markdown."""
+    cascade_table(results)
+    cell = seeds
     print("Each cell: seed 0 / seed 1.\n\n| mode | sampler | adherence | consistency | switch rate | jump rate | "
           "motion | lag ratio | PSNR middle (cross-fade) |\n|---|---|---|---|---|---|---|---|---|")
     for mode in ("animate", "between"):
@@ -96,7 +118,7 @@ def table(results: list[dict]):
                        for k in ("adherence", "consistency", "switch_rate", "jump_rate", "motion", "motion_lag_ratio")]
             psnr = cell(rows, lambda r: f"{r['psnr']} ({r['psnr_linear_blend']})") if mode == "between" else ""
             print(f"| {mode} | {label} | {' | '.join(figures)} | {psnr} |")
-        real = [r for r in results if r["eval"] == mode and r["seed"] in (0, 1)]
+        real = [r for r in results if r.get("eval") == mode and r["seed"] in (0, 1)]
         if real:
             first = {r["seed"]: r for r in real}
             figures = [cell(first.values(), lambda r, k=k: f"{r['real'][k]:.{2 if k == 'adherence' else 3}f}")
@@ -104,7 +126,7 @@ def table(results: list[dict]):
             print(f"| {mode} | real held-out clips | {' | '.join(figures)} | |")
     print("\n| sampler | strength | new digits (adherence) | own digits | PSNR to the input | switch rate |"
           "\n|---|---|---|---|---|---|")
-    for r in (r for r in results if r["eval"] == "variation"):
+    for r in (r for r in results if r.get("eval") == "variation"):
         for v in r["rows"]:
             if v["strength"]:
                 print(f"| β {r['image_expert']:g}, seed {r['seed']} | {v['strength']:g} | "
