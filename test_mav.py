@@ -1657,8 +1657,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
                  "--rows", "full", "--steps", "1", "--snapshots", "1", "--num-samples", "2",
                  "--curve-samples", "2", "--eval-steps", "1"]
     longer = [*ablations, "--steps", "2", "--out", str(tmp_path / "abl2")]  # the same row, a 2-step run beside
-    runs += [["crossing_frames.py", "--videos", c, c, "--image-expert", "0", "0.5", "--cascade", c, "--out",
-              str(tmp_path / "crossing.png")]]
+    runs += [["crossing_frames.py", "--videos", c, c, "--image-expert", "0", "0.5", "--cascade", c, "--steps", "2",
+              "--out", str(tmp_path / "crossing.png")]]
     identity = ["--results", str(tmp_path / "identity.jsonl"), "--out", str(tmp_path / "identity")]
     runs += [["identity_study.py", "--checkpoints", c, "--rows", "shipped", "β 0.5, t ≤ 0.5", "--seeds", "0",
               "--num-samples", "2", "--eval-steps", "1", *identity], ["identity_study.py", "--table", *identity]]

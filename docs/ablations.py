@@ -16,6 +16,8 @@ is the same as `train.py --stage video --preset cpu --out runs/ablations/<row> -
 with the row's switches, given a copy of the image model in that folder.
 """
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -35,8 +37,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 from study import machine  # noqa: E402  (and the repository on the import path)
 import cli  # noqa: E402
+import evaluate  # noqa: E402
 import mav  # noqa: E402
 import pipeline  # noqa: E402
+import sample  # noqa: E402
 import train  # noqa: E402
 import train_setup  # noqa: E402
 
@@ -136,12 +140,14 @@ def train_row(args, row, folder) -> dict[int, str]:
 
 
 def score(args, snap, n, guidance) -> dict:
-    """evaluate.py on the video model alone in `snap` (no image model there: no frame-by-frame baseline)."""
-    cmd = [sys.executable, os.path.join(ROOT, "evaluate.py"), "--stages", "base", "--checkpoints", snap,
-           "--num-samples", str(n), "--guidance", str(guidance), "--steps", str(args.eval_steps),
-           "--out", f"{snap}-eval_{n}_w{guidance:g}.gif"]  # beside the folder it reads
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """evaluate.py on the video model alone in `snap` (no image model there: no frame-by-frame baseline), in this
+    process, its prints kept off the terminal."""
+    argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(n), "--guidance", str(guidance),
+            "--steps", str(args.eval_steps), "--out", f"{snap}-eval_{n}_w{guidance:g}.gif"]  # beside its folder
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        evaluate.main(argv)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 def step_seconds(args, stage: str) -> float:
@@ -248,9 +254,10 @@ def strips(args):
         if not os.path.exists(os.path.join(snap, "video.json")):
             continue
         out = f"{snap}-strip.gif"  # beside the folder it reads
-        subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--stages", "base", "--checkpoints", snap,
-                        *[a for p in STRIP_PROMPTS for a in ("--prompt", p)], "--seed", "0", "--out", out,
-                        "--scale", "2"], check=True, cwd=ROOT, capture_output=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # sample.py, in this process
+            prompts = [a for p in STRIP_PROMPTS for a in ("--prompt", p)]
+            sample.main(["--stages", "base", "--checkpoints", snap, *prompts, "--seed", "0", "--out", out,
+                         "--scale", "2"])
         strip = iio.imread(out)
         rows.append(strip[..., 0] if strip.ndim == 4 else strip)  # the GIF's gray, read back as RGB
     frames = np.concatenate(rows, axis=1)  # f h w: the rows' strips one below the other

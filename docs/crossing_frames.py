@@ -34,6 +34,7 @@ def parse_args(argv=None):
                    help="sample.py's --image-expert, one per row (or one for all): 0 samples as the paper")
     p.add_argument("--prompt", default="2 and four")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=mav.STEPS["base"], help="the base model's steps")
     p.add_argument("--first", type=int, default=0, help="the first frame shown")
     p.add_argument("--every", type=int, default=5, help="show every n-th frame from there")
     p.add_argument("--out", default=os.path.join(HERE, "crossing.png"))
@@ -48,8 +49,8 @@ def frames_of(args, video_folder, beta, scratch) -> np.ndarray:
     for name in ("video.safetensors", "video.json"):
         shutil.copy(os.path.join(video_folder, name), folder)
     out = folder + ".gif"  # beside the folder it reads, never in it
-    sample.main(["--prompt", args.prompt, "--seed", str(args.seed), "--checkpoints", folder, "--out", out,
-                 "--image-expert", f"{beta:g}"])
+    sample.main(["--prompt", args.prompt, "--seed", str(args.seed), "--steps", str(args.steps), "--checkpoints", folder,
+                 "--out", out, "--image-expert", f"{beta:g}"])
     video = iio.imread(out, index=None)
     return video[..., 0] if video.ndim == 4 else video
 
