@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import unittest.mock
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -83,6 +84,11 @@ def randomized(model):
     return model
 
 
+def untimed():
+    """train.py without the two timed steps of its ETA line (the fixtures' runs; the line has tests of its own)."""
+    return unittest.mock.patch.object(train, "step_seconds", lambda *args: 0.01)
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, cache_dir):
     """train.py --stage image, then --stage video, tiny preset, as a user would run them (through its main)."""
@@ -90,9 +96,10 @@ def trained(tmp_path_factory, cache_dir):
     for f in os.listdir(cache_dir):
         shutil.copy(os.path.join(cache_dir, f), out)
     common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--save-every", "1000"]
-    for stage, extra in [("image", ["--steps", "30", "--recipe", "batch=16"]),
-                         ("video", ["--steps", "4", "--recipe", "batch=2", "frames=8", "joint_images=4"])]:
-        train.main(["--stage", stage, *common, *extra])  # in this process: no second start-up of torch
+    with untimed():
+        for stage, extra in [("image", ["--steps", "30", "--recipe", "batch=16"]),
+                             ("video", ["--steps", "4", "--recipe", "batch=2", "frames=8", "joint_images=4"])]:
+            train.main(["--stage", stage, *common, *extra])  # in this process: no second start-up of torch
     return out
 
 
@@ -102,8 +109,9 @@ def cascade(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("cascade")
     shutil.copytree(trained, out, dirs_exist_ok=True)
     common = ["--preset", "tiny", "--out", str(out), "--sample-every", "0", "--steps", "3"]
-    for stage, frames in [("interp", "6"), ("sr", "4")]:
-        train.main(["--stage", stage, "--recipe", "batch=2", f"frames={frames}", *common])
+    with untimed():
+        for stage, frames in [("interp", "6"), ("sr", "4")]:
+            train.main(["--stage", stage, "--recipe", "batch=2", f"frames={frames}", *common])
     return out
 
 
@@ -555,9 +563,10 @@ def test_the_image_expert_mixes_in_the_image_model_frame_by_frame_at_low_noise_o
     weights)."""
     image_model = randomized(mav.UNet(TINY)).eval()
     video_model = mav.inflate(image_model.state_dict(), TINY).eval()
+    temporal = mav.temporal_names(TINY)
     with torch.no_grad():
         for name, p in video_model.named_parameters():
-            if name in mav.temporal_names(TINY):
+            if name in temporal:
                 p.normal_(0, 0.1)
     expert = mav.ImageExpert(video_model, image_model, image_expert=0.25, until=0.5)
     torch.manual_seed(2)
