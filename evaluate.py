@@ -175,6 +175,21 @@ def held_out_clips(stage: str, n: int, g, frames: int = mav.FRAMES):
     return (mav.to_model(video), low, labels) if stage == "sr" else (low, low, labels)
 
 
+def linear_blend(clip: torch.Tensor, factor: int = mav.INTERP_FACTOR) -> torch.Tensor:
+    """The baseline interpolation: each in-between frame a cross-fade of its two known neighbours."""
+    a, b = clip[:, :, :-1], clip[:, :, 1:]
+    w = torch.arange(factor, device=clip.device, dtype=clip.dtype) / factor        # 0, 0.2, ..., 0.8
+    mixed = a.unsqueeze(3) * (1 - w.view(1, 1, 1, -1, 1, 1)) + b.unsqueeze(3) * w.view(1, 1, 1, -1, 1, 1)
+    mixed = rearrange(mixed, 'b c f k h w -> b c (f k) h w')                        # known frame, then 4 blends
+    return torch.cat([mixed, clip[:, :, -1:]], dim=2)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of images in [0, 1], one value per batch entry."""
+    mse = ((x - y) ** 2).flatten(1).mean(1).clamp(min=1e-10)
+    return -10 * torch.log10(mse)
+
+
 def evaluate_stage(args):
     """PSNR of interp or SR on held-out clips against the truth, beside its simple baseline."""
     stage = args.what
@@ -188,9 +203,9 @@ def evaluate_stage(args):
     if stage == "interp":  # 76 true frames at 5x the rate; every 5th is given, 60 are made
         made = in_chunks(lambda k, t, u: mav.interpolate(model, k, t, u, steps=args.interp_steps,
                                                          sampler=args.sampler, generator=g), n, 8, given, text, null)
-        baseline = mav.linear_blend(given)
+        baseline = linear_blend(given)
         between = torch.arange(truth.shape[2]) % mav.INTERP_FACTOR != 0
-        score = lambda x: mav.psnr(mav.to_pixels(x[:, :, between]).cpu(), mav.to_pixels(truth[:, :, between]).cpu())
+        score = lambda x: psnr(mav.to_pixels(x[:, :, between]).cpu(), mav.to_pixels(truth[:, :, between]).cpu())
         names = ("psnr", "psnr_linear_blend")
         extra = {"frames": int(truth.shape[2]), "in_between_frames": int(between.sum()), "steps": args.interp_steps}
     else:  # 64² truth, its 32² area-downsampled version in, 64² out
@@ -202,7 +217,7 @@ def evaluate_stage(args):
         bicubic = F.interpolate(rearrange(low, 'b c f h w -> (b f) c h w'), scale_factor=mav.SR_SCALE,
                                 mode="bicubic", align_corners=False)
         baseline = rearrange(bicubic, '(b f) c h w -> b c f h w', f=f).clamp(-1, 1)
-        score = lambda x: mav.psnr(mav.to_pixels(x).cpu(), mav.to_pixels(truth).cpu())
+        score = lambda x: psnr(mav.to_pixels(x).cpu(), mav.to_pixels(truth).cpu())
         names = ("psnr", "psnr_bicubic")
         extra = {"frames": f, "mode": args.sr, "steps": args.sr_steps}
     result = {"eval": stage, "n": n, names[0]: round(score(made).mean().item(), 2),
@@ -237,22 +252,22 @@ def evaluate_modes(args):
     def score(x, lab):
         with fp32():
             return score_videos(judge, pixels(x), lab)[0]
-    psnr = lambda x, y: round(mav.psnr(pixels(x), pixels(y)).mean().item(), 2)
+    mean_psnr = lambda x, y: round(psnr(pixels(x), pixels(y)).mean().item(), 2)
     kw = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, generator=g)
     t0 = time.time()
     result = {"eval": mode, "n": n, "frames": f, "steps": args.steps, "guidance": args.guidance,
               "image_expert": image_expert, "seed": args.seed}
     with cli.autocast(args.device, args.precision):
         if mode == "variation":
-            result["rows"] = variation_rows(model, cache, real, labels, null, score, psnr, g, **kw)
+            result["rows"] = variation_rows(model, cache, real, labels, null, score, mean_psnr, g, **kw)
         else:
             text = cache(mav.prompt_ids(labels, g)).to(dev)
-            result.update(animated_figures(mode, model, real, labels, text, null, score, psnr, **kw))
+            result.update(animated_figures(mode, model, real, labels, text, null, score, mean_psnr, **kw))
     result.update(preset=meta.get("preset"), trained_steps=meta.get("step"), seconds=round(time.time() - t0, 1))
     print(json.dumps(result))
 
 
-def animated_figures(mode, model, real, labels, text, null, score, psnr, **kw) -> dict:
+def animated_figures(mode, model, real, labels, text, null, score, mean_psnr, **kw) -> dict:
     """animate: the clips made from their first frames; between: from their first and last frames."""
     n, f = len(real), real.shape[2]
     if mode == "animate":
@@ -265,14 +280,14 @@ def animated_figures(mode, model, real, labels, text, null, score, psnr, **kw) -
     w = torch.linspace(0, 1, f, device=real.device).view(1, 1, f, 1, 1)
     blend = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
     middle = slice(1, f - 1)
-    per_frame = lambda x: [psnr(x[:, :, i:i + 1], real[:, :, i:i + 1]) for i in range(1, f - 1)]
-    return dict(psnr=psnr(made[:, :, middle], real[:, :, middle]),
-                psnr_linear_blend=psnr(blend[:, :, middle], real[:, :, middle]),
+    per_frame = lambda x: [mean_psnr(x[:, :, i:i + 1], real[:, :, i:i + 1]) for i in range(1, f - 1)]
+    return dict(psnr=mean_psnr(made[:, :, middle], real[:, :, middle]),
+                psnr_linear_blend=mean_psnr(blend[:, :, middle], real[:, :, middle]),
                 psnr_per_frame=per_frame(made), psnr_linear_blend_per_frame=per_frame(blend),
                 made=score(made, labels), real=score(real, labels))
 
 
-def variation_rows(model, cache, real, labels, null, score, psnr, g, **kw) -> list[dict]:
+def variation_rows(model, cache, real, labels, null, score, mean_psnr, g, **kw) -> list[dict]:
     """Each clip with a prompt naming another pair of digits than its own (so following the prompt means
     changing the clip), at strength 0 (the input) / 0.4 / 0.6 / 0.8 / 1 (a fresh sample)."""
     n = len(real)
@@ -287,7 +302,7 @@ def variation_rows(model, cache, real, labels, null, score, psnr, g, **kw) -> li
                                                        stride=r, **kw), n, 16, real, text, null, stride)
         new, own = score(made, other), score(made, labels)
         rows.append({"strength": strength, "adherence_new_prompt": new["adherence"],
-                     "adherence_own_digits": own["adherence"], "psnr_to_input": psnr(made, real),
+                     "adherence_own_digits": own["adherence"], "psnr_to_input": mean_psnr(made, real),
                      "switch_rate": new["switch_rate"], "motion": new["motion"]})
     return rows
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -179,26 +178,6 @@ def prompt_ids(labels: torch.Tensor, generator=None) -> torch.Tensor:
     """labels (b 2) -> ids (b,) of a prompt naming them, each digit a numeral or a word at random."""
     words = torch.randint(4, (len(labels),), device=labels.device, generator=generator)
     return labels[:, 0] * 40 + labels[:, 1] * 4 + words
-
-
-_PROMPT = re.compile(r"^\s*(\w+)\s+and\s+(\w+)\s*$", re.IGNORECASE | re.ASCII)  # ASCII: "２" is no "2" here
-
-
-def parse_prompt(text: str) -> tuple[int, int] | None:
-    """'2 and four', ' Two  AND 4 ' -> (2, 4); anything else -> None."""
-    m = _PROMPT.match(text)
-    if not m:
-        return None
-    digits = []
-    for token in m.groups():
-        token = token.lower()
-        if token in "0123456789" and len(token) == 1:
-            digits.append(int(token))
-        elif token in WORDS:
-            digits.append(WORDS.index(token))
-        else:
-            return None
-    return digits[0], digits[1]
 
 
 # =============================================================================
@@ -909,7 +888,7 @@ def masked_conditioning(video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.
 def temporal_fill(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """video (b c f h w), mask (b f) -> every frame a linear blend of its nearest known frames before and after
     (the known frames themselves kept; before the first and after the last known frame, that frame held):
-    linear_blend's guess for any mask."""
+    for every 5th frame known, evaluate.py's linear_blend."""
     b, f = mask.shape
     index = torch.arange(f, device=mask.device).expand(b, f)
     before = torch.where(mask, index, -1).cummax(dim=1).values                        # -1: none before
@@ -1007,21 +986,6 @@ def animate(model, first, text: Text, null: Text, frames: int = FRAMES, last=Non
         known[:, :, -1] = last
         mask = mask | (index == frames - 1)
     return _fill(model, known, mask.expand(len(known), -1), text, null, 1.0, start=PICTURE_START, **kw)
-
-
-def linear_blend(clip: torch.Tensor, factor: int = INTERP_FACTOR) -> torch.Tensor:
-    """The baseline interpolation: each in-between frame a cross-fade of its two known neighbours."""
-    a, b = clip[:, :, :-1], clip[:, :, 1:]
-    w = torch.arange(factor, device=clip.device, dtype=clip.dtype) / factor        # 0, 0.2, ..., 0.8
-    mixed = a.unsqueeze(3) * (1 - w.view(1, 1, 1, -1, 1, 1)) + b.unsqueeze(3) * w.view(1, 1, 1, -1, 1, 1)
-    mixed = rearrange(mixed, 'b c f k h w -> b c (f k) h w')                        # known frame, then 4 blends
-    return torch.cat([mixed, clip[:, :, -1:]], dim=2)
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of images in [0, 1], one value per batch entry."""
-    mse = ((x - y) ** 2).flatten(1).mean(1).clamp(min=1e-10)
-    return -10 * torch.log10(mse)
 
 
 # =============================================================================

@@ -178,12 +178,33 @@ def write(args, frames: torch.Tensor, prompts: list[str], fps: float, what: str,
     print(f"wrote {args.out} ({what})")
 
 
+_PROMPT = re.compile(r"^\s*(\w+)\s+and\s+(\w+)\s*$", re.IGNORECASE | re.ASCII)  # ASCII: "２" is no "2" here
+
+
+def parse_prompt(text: str) -> tuple[int, int] | None:
+    """The digits a prompt names in the training prompts' form: '2 and four', ' Two  AND 4 ' -> (2, 4);
+    anything else -> None (sampled anyway, with a warning)."""
+    m = _PROMPT.match(text)
+    if not m:
+        return None
+    digits = []
+    for token in m.groups():
+        token = token.lower()
+        if token in "0123456789" and len(token) == 1:
+            digits.append(int(token))
+        elif token in mav.WORDS:
+            digits.append(mav.WORDS.index(token))
+        else:
+            return None
+    return digits[0], digits[1]
+
+
 def run(args):
     """The request, after parse_args: an image grid, or videos through the cascade."""
     stages = ["image"] if args.stages == ["image"] else cli.choose_stages(args)
     models = cli.load_models(args, stages) if stages != ["image"] else {"image": cli.load(args, "image")}
     for prompt in dict.fromkeys(args.prompt):
-        if mav.parse_prompt(prompt) is None:
+        if parse_prompt(prompt) is None:
             print(f"warning: {prompt!r} is not of the form '<digit> and <digit>', the only text the model "
                   f"was trained on; sampling anyway", file=sys.stderr)
     prompts = [p for p in args.prompt for _ in range(args.num_samples)]

@@ -363,14 +363,14 @@ def test_prompts_name_their_labels():
     labels = torch.tensor([[2, 4], [7, 7], [0, 9]])
     for _ in range(5):
         ids = mav.prompt_ids(labels)
-        assert [mav.parse_prompt(prompts[i]) for i in ids] == [(2, 4), (7, 7), (0, 9)]
+        assert [sample.parse_prompt(prompts[i]) for i in ids] == [(2, 4), (7, 7), (0, 9)]
     assert {"2 and four", "two and 4", "two and four", "2 and 4"} <= set(prompts)
 
 
 @pytest.mark.parametrize("text,pair", [("2 and four", (2, 4)), ("  Two   AND 4 ", (2, 4)), ("NINE and zero", (9, 0)),
                                        ("2 and 44", None), ("2 or 4", None), ("a cat", None), ("", None)])
 def test_parse_prompt(text, pair):
-    assert mav.parse_prompt(text) == pair
+    assert sample.parse_prompt(text) == pair
 
 
 def test_text_cache_matches_the_encoder(cache):
@@ -780,17 +780,17 @@ def test_interpolate_and_extend_keep_the_known_frames(cache, channels, residual)
 
 def test_linear_blend_and_psnr():
     clip = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)], dim=1)[None]  # b c f h w, f = 2
-    blend = mav.linear_blend(clip)
+    blend = evaluate.linear_blend(clip)
     assert blend.shape[2] == 6
     assert torch.allclose(blend[0, 0, :, 0, 0], torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]))
-    assert mav.psnr(torch.zeros(1, 4), torch.full((1, 4), 0.1)).item() == pytest.approx(20.0)
+    assert evaluate.psnr(torch.zeros(1, 4), torch.full((1, 4), 0.1)).item() == pytest.approx(20.0)
 
 
 def test_temporal_fill_is_the_linear_blend_for_any_mask():
     clip = torch.randn(3, 1, 16, 4, 4)
     index = torch.arange(16)
     every_5th = (index % 5 == 0).expand(3, 16)
-    assert torch.allclose(mav.temporal_fill(clip, every_5th), mav.linear_blend(clip[:, :, ::5]))
+    assert torch.allclose(mav.temporal_fill(clip, every_5th), evaluate.linear_blend(clip[:, :, ::5]))
     first_3 = (index < 3).expand(3, 16)                                # extrapolation: the last known frame held
     held = mav.temporal_fill(clip, first_3)
     assert torch.equal(held[:, :, :3], clip[:, :, :3]) and torch.allclose(held[:, :, 3:], clip[:, :, 2:3].expand_as(held[:, :, 3:]))
@@ -811,7 +811,7 @@ def test_residual_networks_add_to_their_guess(cache, framewise):
     assert torch.allclose(mav.super_resolve(sr, low, text, null, framewise=framewise, **kw), bicubic, atol=1e-5)
     interp = MakesNothing(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))
     out = mav.interpolate(interp, low, text, null, **kw)
-    assert torch.allclose(out, mav.linear_blend(low), atol=1e-5)
+    assert torch.allclose(out, evaluate.linear_blend(low), atol=1e-5)
 
 
 def test_super_resolution_shapes_and_shared_noise(cache):
@@ -1425,7 +1425,7 @@ def test_long_prompt_names_a_file_that_can_be_written(tmp_path):
 def test_digits_of_other_scripts_are_not_the_prompts_digits():
     """Only the ASCII numerals and English words name digits: a full-width ２ or an Arabic-Indic ٢ is free text
     (which sample.py samples with a warning: test_free_text_warns_but_samples)."""
-    assert mav.parse_prompt("２ and ٢") is None and mav.parse_prompt("2 and two") == (2, 2)
+    assert sample.parse_prompt("２ and ٢") is None and sample.parse_prompt("2 and two") == (2, 2)
 
 
 def test_checkpoints_that_name_the_stride_embedding_fps_embed_still_load(trained, tmp_path):

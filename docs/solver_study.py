@@ -64,7 +64,7 @@ def main(argv=None):
             references[name] = x
         row.update({f"rms_to_{k}": round(((x - r) ** 2).mean().sqrt().item(), 4) for k, r in references.items()})
         if truth is not None:
-            row["psnr_truth"] = round(mav.psnr(x[:, :, made], mav.to_pixels(truth)[:, :, made]).mean().item(), 2)
+            row["psnr_truth"] = round(evaluate.psnr(x[:, :, made], mav.to_pixels(truth)[:, :, made]).mean().item(), 2)
         print(json.dumps(row), flush=True)
 
 

@@ -36,7 +36,7 @@ def main(argv=None):
     text, null = cache(mav.prompt_ids(labels, g)), cache(torch.full((args.n,), mav.NULL_PROMPT))
 
     def psnr(x):
-        return round(mav.psnr(mav.to_pixels(x[:, :, scored]), mav.to_pixels(truth[:, :, scored])).mean().item(), 2)
+        return round(evaluate.psnr(mav.to_pixels(x[:, :, scored]), mav.to_pixels(truth[:, :, scored])).mean().item(), 2)
 
     def made(steps: int):
         if args.stage == "interp":
