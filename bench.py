@@ -61,7 +61,7 @@ def parse_args(argv=None):
     s.add_argument("--num-samples", type=int, default=16, help="prompts, drawn at random")
     s.add_argument("--seed", type=int, default=0)
     cli.add_cascade_arguments(s.add_argument_group("the cascade"), stages_help="comma-separated subset of "
-                              "base,interp,sr (default: every stage with a checkpoint)")
+                              "video,interp,sr (default: every stage with a checkpoint)")
     for parser in (t, s):
         cli.add_device_arguments(parser.add_argument_group("hardware"))
     args = p.parse_args(argv)
@@ -172,7 +172,7 @@ def bench_sample(args):
         x, _ = run.generate(text, null, g, **cli.cascade_options(args), done=done)
     total = sum(timings.values())
     print(json.dumps({"bench": "sample", "device": device_name(device), "torch": torch.__version__, "prompts": n,
-                      "stages": "+".join(stages), "steps": {"base": args.steps, "interp": args.interp_steps,
+                      "stages": "+".join(stages), "steps": {"video": args.steps, "interp": args.interp_steps,
                                                             "sr": args.sr_steps},
                       "guidance": args.guidance, "image_expert": run.effective_image_expert(args.image_expert),
                       "precision": args.precision, "seconds": timings,

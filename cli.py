@@ -394,7 +394,6 @@ def unlike_training_frames(frames: torch.Tensor) -> str | None:
 
 # --- the cascade's flags and checkpoints, the same in sample.py, evaluate.py and bench.py -------------
 
-CHECKPOINT_OF = {**mav.CASCADE, "image": "image"}  # what --stages names -> checkpoint
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SHIPPED_FOLDERS = {"base": SHIPPED, "cpu": os.path.join(SHIPPED, "cpu")}  # the shipped cascade of each preset
 
@@ -404,7 +403,7 @@ LIMITS = {**{name: pipeline.CALL_RANGES[name][2] for name in ("steps", "interp_s
           "num_samples": 1024}
 
 
-def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,interp,sr (default: every stage "
+def add_cascade_arguments(cascade, stages_help="comma-separated subset of video,interp,sr (default: every stage "
                                                "with a checkpoint); or image: single frames from the image model"):
     """The cascade's flags, the same in sample.py, evaluate.py and bench.py (which make no video from pictures:
     their mode is None)."""
@@ -413,33 +412,33 @@ def add_cascade_arguments(cascade, stages_help="comma-separated subset of base,i
                          help="folder with the stages' checkpoints (the shipped ones, or a train.py --out)")
     cascade.add_argument("--stages", default=None, help=stages_help)
     cascade.add_argument("--steps", type=int, nargs="+", default=None, metavar="N",
-                         help="diffusion steps of the base model, then (optional) of interpolation and of "
+                         help="diffusion steps of the video model, then (optional) of interpolation and of "
                               "super-resolution (default " + " ".join(map(str, mav.STEPS.values())) + ")")
     cascade.add_argument("--sampler", default=mav.SAMPLER, choices=list(mav.SAMPLERS),
                          help="dpm++: DPM-Solver++(2M), second order; ddim: first order, needs more steps for the "
                               "same videos; ancestral: stochastic")
     cascade.add_argument("--guidance", type=float, default=None,
-                         help="classifier-free guidance weight of the base model (1 = none); interp and SR run "
+                         help="classifier-free guidance weight of the video model (1 = none); interp and SR run "
                               "unguided (default: the weight the checkpoint records, the laptop chain's 7; "
                               f"else {mav.GUIDANCE:g})")
-    cascade.add_argument("--frames", type=int, default=mav.FRAMES, help="frames the base model generates")
-    cascade.add_argument("--extend", type=int, default=0, help="continue the base clip by N frames (needs interp)")
+    cascade.add_argument("--frames", type=int, default=mav.FRAMES, help="frames the video model generates")
+    cascade.add_argument("--extend", type=int, default=0, help="continue the video model's clip by N frames (needs interp)")
     cascade.add_argument("--sr", default="spacetime", choices=["spacetime", "framewise"],
                          help="space-time SR, or frame by frame from one shared noise (the paper's SR_h)")
     cascade.add_argument("--image-expert", type=float, default=mav.IMAGE_EXPERT, metavar="BETA",
                          help="the image model's share of the last steps (t <= "
-                              f"{mav.IMAGE_EXPERT_UNTIL:g}) of the base model, or of the masked network for --image "
+                              f"{mav.IMAGE_EXPERT_UNTIL:g}) of the video model, or of the masked network for --image "
                               "and --between, frame by frame: keeps each digit legible where two cross (mav.py §10; "
                               "used where --checkpoints holds image.json); 0: the video model "
                               f"alone, as the paper samples (default {mav.IMAGE_EXPERT:g})")
 
 
-def check_cascade(p, args, needs_base: bool = True, image_alone: bool = True):
+def check_cascade(p, args, needs_video: bool = True, image_alone: bool = True):
     """The cascade's flags (steps, limits, seed, stages, guidance), checked and resolved. image_alone: the command
     can run the image model alone (--stages image: sample.py's single frames)."""
     steps = args.steps or []
     if len(steps) > 3:
-        p.error("--steps takes at most 3 numbers: base, interpolation, super-resolution")
+        p.error("--steps takes at most 3 numbers: video, interpolation, super-resolution")
     args.steps, args.interp_steps, args.sr_steps = [*steps, *list(mav.STEPS.values())[len(steps):]]
     for name, limit in LIMITS.items():
         value, flag = getattr(args, name, 1), "--steps" if name.endswith("steps") else "--" + name.replace("_", "-")
@@ -452,10 +451,10 @@ def check_cascade(p, args, needs_base: bool = True, image_alone: bool = True):
     if not 0 <= args.image_expert <= 1:  # nan fails too
         p.error(f"--image-expert must be a number in 0 .. 1, got {args.image_expert!r}")
     check_seed(args.seed, p.error)
-    check_stages(p, args, needs_base)
+    check_stages(p, args, needs_video)
     if args.stages == ["image"] and not image_alone:
         p.error(f"--stages image: single frames of the image model are sample.py's (python sample.py --stages image "
-                f"--prompt ...); {p.prog} runs the video cascade (base, interp, sr)")
+                f"--prompt ...); {p.prog} runs the video cascade (video, interp, sr)")
     if args.guidance is None:  # the weight its trainer chose (train.py records it), else the common default
         stage = "image" if args.stages == ["image"] else "video"
         args.guidance = pipeline.checkpoint_meta(args.checkpoints, stage).get("guidance", mav.GUIDANCE)
@@ -472,45 +471,44 @@ def guidance_in_range(w) -> bool:
     return type(w) in (int, float) and math.isfinite(w) and low <= w <= high
 
 
-def check_stages(p, args, needs_base: bool):
+def check_stages(p, args, needs_video: bool):
     if args.stages is None:
         return
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in args.stages if s not in mav.CASCADE and s != "image"]
     if unknown or not args.stages:
-        p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from base,interp,sr "
+        p.error(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r}; choose from video,interp,sr "
                 f"(or image alone)")
     if "image" in args.stages and (len(args.stages) > 1 or args.mode or args.extend):
         p.error("--stages image samples single frames from the image model; it does not combine with "
                 "other stages, --image/--between/--variation or --extend")
-    if needs_base and "image" not in args.stages and "base" not in args.stages \
+    if needs_video and "image" not in args.stages and "video" not in args.stages \
             and args.mode not in ("image", "between"):
-        p.error(f"--stages {','.join(args.stages)}: the cascade starts from the base model's clip; add base "
-                f"(e.g. --stages base,{args.stages[0]})")
+        p.error(f"--stages {','.join(args.stages)}: the cascade starts from the video model's clip; add video "
+                f"(e.g. --stages video,{args.stages[0]})")
 
 
 def load(args, stage: str):
     """The checkpoint of a cascade stage (from the shipped set where choose_stages borrowed it), or a one-line
     error that says how to make it."""
-    name = CHECKPOINT_OF[stage]
     try:
-        return pipeline.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), name, args.device)
+        return pipeline.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), stage, args.device)
     except pipeline.CheckpointError as e:
         if os.path.exists(args.checkpoints) and not os.path.isdir(args.checkpoints):
             die(f"--checkpoints {args.checkpoints} is a file, not a folder")
-        if not os.path.exists(os.path.join(args.checkpoints, name + ".json")):  # base: video, from a shipped image
-            die(f"{e}; train it with: python train.py --stage {name} --out {args.checkpoints}")
+        if not os.path.exists(os.path.join(args.checkpoints, stage + ".json")):
+            die(f"{e}; train it with: python train.py --stage {stage} --out {args.checkpoints}")
         die(str(e))
 
 
 def choose_stages(args) -> list[str]:
-    """The stages a command runs: --stages, else base and every later stage the folder holds or borrows."""
+    """The stages a command runs: --stages, else video and every later stage the folder holds or borrows."""
     args.borrowed = borrowed_stages(args)
-    held = lambda s: s in args.borrowed or os.path.exists(os.path.join(args.checkpoints, f"{mav.CASCADE[s]}.json"))
+    held = lambda s: s in args.borrowed or os.path.exists(os.path.join(args.checkpoints, f"{s}.json"))
     if args.stages is not None:
         stages = [s for s in mav.CASCADE if s in args.stages]  # always in cascade order
     else:
-        stages = ["base"] + [s for s in ("interp", "sr") if held(s)]
+        stages = ["video"] + [s for s in ("interp", "sr") if held(s)]
     mode = args.mode
     masked = ["--extend"] * bool(args.extend) + [f"--{mode}"] * (mode in ("image", "between"))
     if masked and not held("interp"):
@@ -530,7 +528,7 @@ def borrowed_stages(args) -> dict:
     wanted = {"interp", "sr"} if args.stages is None else set(args.stages)
     if args.extend or args.mode in ("image", "between"):
         wanted.add("interp")  # the masked network
-    has = lambda folder, s: os.path.exists(os.path.join(folder, mav.CASCADE[s] + ".json"))
+    has = lambda folder, s: os.path.exists(os.path.join(folder, s + ".json"))
     missing = [s for s in ("interp", "sr") if s in wanted and not has(args.checkpoints, s) and has(shipped, s)]
     if missing:
         print(f"{args.checkpoints}/ holds no {' or '.join(missing)} model: the shipped ones from "
@@ -540,13 +538,13 @@ def borrowed_stages(args) -> dict:
 
 def load_models(args, stages) -> dict:
     """The checkpoints a run loads: its stages, plus the masked network for --extend / --image / --between
-    (which then makes the base clip, so the base video model is not needed), plus the image model beside the
-    base model or the masked network (their per-frame expert) where the folder has one. One text encoder."""
+    (which then makes the first clip, so the video model is not needed), plus the image model beside the
+    video model or the masked network (their per-frame expert) where the folder has one. One text encoder."""
     animated = args.mode in ("image", "between")
-    names = [s for s in stages if not (s == "base" and animated)]
+    names = [s for s in stages if not (s == "video" and animated)]
     if (args.extend or animated) and "interp" not in names:
         names.append("interp")
-    expert_of = "base" in names or animated or args.extend  # the video model or the masked network (mav.py §10)
+    expert_of = "video" in names or animated or args.extend  # the video model or the masked network (mav.py §10)
     if expert_of and args.image_expert and os.path.exists(os.path.join(args.checkpoints, "image.json")):
         names.append("image")  # their per-frame expert
     models = {s: load(args, s) for s in names}

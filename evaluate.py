@@ -2,7 +2,7 @@
 Score the cascade: the judge's figures of its videos, and each stage beside a simple baseline.
 
     python evaluate.py                        # 100 videos: judge scores beside real clips and the image model
-    python evaluate.py --checkpoints checkpoints/cpu --stages base
+    python evaluate.py --checkpoints checkpoints/cpu --stages video
     python evaluate.py interp                 # PSNR on held-out clips vs linear blending
     python evaluate.py sr                     # PSNR on held-out clips vs bicubic
     python evaluate.py animate | between | variation   # cli.py's picture modes on held-out clips
@@ -52,13 +52,13 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="prompts and clips are drawn from it")
     p.add_argument("--out", default=None, help="videos: the GIF of the first 16 (default output/eval_<stages>.gif)")
     cli.add_cascade_arguments(p.add_argument_group("the cascade"), stages_help="videos: comma-separated subset "
-                                 "of base,interp,sr (default: every stage with a checkpoint)")
+                                 "of video,interp,sr (default: every stage with a checkpoint)")
     cli.add_device_arguments(p.add_argument_group("hardware"))
     args = p.parse_args(argv)
     if args.num_samples is not None and not 1 <= args.num_samples <= cli.LIMITS["num_samples"]:
         p.error(f"--num-samples must be in 1 .. {cli.LIMITS['num_samples']}, got {args.num_samples}")
     args.num_samples = args.num_samples or {"interp": 32, "sr": 32}.get(args.what, 100)
-    cli.check_cascade(p, args, needs_base=args.what == "videos", image_alone=False)
+    cli.check_cascade(p, args, needs_video=args.what == "videos", image_alone=False)
     if args.what == "videos" and args.out:
         try:
             check_out(args.out, args)
@@ -163,7 +163,7 @@ def in_chunks(fn, n: int, size: int, *tensors):
 def held_out_clips(stage: str, n: int, g, frames: int = mav.FRAMES):
     """n clips of held-out (test) digits as `stage` meets them, drawn from `g` -> (truth, given, labels), in
     [-1, 1]: interp: (frames - 1)·5 + 1 frames at 5x the rate, at 32², every 5th given; sr: frames at 64², given
-    at 32²; otherwise (the base model, the picture modes): frames at 32², given as they are."""
+    at 32²; otherwise (the video model, the picture modes): frames at 32², given as they are."""
     data = mav.MovingMNIST("test")
     if stage == "interp":
         video, labels = data.sample(n, frames=(frames - 1) * mav.INTERP_FACTOR + 1, stride=1.0 / mav.INTERP_FACTOR,
@@ -235,7 +235,7 @@ def evaluate_modes(args):
       variation  the clip with a prompt naming other digits, at strength 0.4 / 0.6 / 0.8 / 1 -> adherence to
                  the new prompt, to the clip's own digits, and PSNR to the input: the trade-off, row by row"""
     mode = args.what
-    model, meta = cli.load(args, "base" if mode == "variation" else "interp")
+    model, meta = cli.load(args, "video" if mode == "variation" else "interp")
     image_expert = args.image_expert if os.path.exists(os.path.join(args.checkpoints, "image.json")) else 0.0
     if image_expert:  # the image model as each made frame's expert, as the cascade samples (mav.py §10)
         model = mav.ImageExpert(model, cli.load(args, "image")[0], image_expert)

@@ -24,7 +24,7 @@ This file reads top to bottom like the paper:
   8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4)
   9. Stages      the four networks and how each is trained, in one table
  10. Expert      beyond the paper: the image model keeps each frame's digits legible
- 11. Cascade     prompt -> base -> interp -> SR, in one call (paper §3, Fig. 2)
+ 11. Cascade     prompt -> video -> interp -> SR, in one call (paper §3, Fig. 2)
 
 Shapes are written in einops notation: b batch, c channels, f frames, h w
 height width, l text tokens, d text width. Around it: train.py trains, sample.py
@@ -64,7 +64,7 @@ from einops import rearrange, repeat
 # random as a numeral or a word ("2 and four", "two and 4").
 
 CANVAS = 64        # full-resolution canvas (the SR stage's output size)
-BASE = 32          # base-model resolution, area-averaged from the canvas
+BASE = 32          # the image and video models' resolution, area-averaged from the canvas
 BASE_FPS = 8       # frames per second at which a base-rate clip is shown
 FRAMES = 16        # frames of a base clip (training and sampling)
 DIGIT = 28         # MNIST digit size
@@ -140,7 +140,7 @@ class MovingMNIST:
 
 
 def area_downsample(video: torch.Tensor, size: int = BASE) -> torch.Tensor:
-    """Average-pool (b c f H W) or (b c H W) down to size x size: the base stage's input."""
+    """Average-pool (b c f H W) or (b c H W) down to size x size: the image and video models' input."""
     factor = video.shape[-1] // size
     if video.ndim == 5:
         return F.avg_pool3d(video, (1, factor, factor))
@@ -304,9 +304,9 @@ class TextCache:
 
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 P_UNCOND = 0.2
-GUIDANCE = 3.0                              # the guidance weight w of the base model, unless a checkpoint records one
+GUIDANCE = 3.0                              # the guidance weight w of the video model, unless a checkpoint records one
 SAMPLER = "dpm++"                           # DPM-Solver++(2M): DDIM's videos in fewer steps
-STEPS = {"base": 30, "interp": 1, "sr": 1}  # steps of the base (and image) model, interpolation, super-resolution
+STEPS = {"video": 30, "interp": 1, "sr": 1}  # steps of the video (and image) model, interpolation, super-resolution
 
 
 def logsnr_schedule(t: torch.Tensor) -> torch.Tensor:
@@ -426,7 +426,7 @@ def guided_v(model, z, logsnr, text: Text, guidance: float, conditioning: dict):
 
 
 @torch.no_grad()
-def sample(model, shape, text: Text, null: Text, steps: int = STEPS["base"], sampler: str = SAMPLER,
+def sample(model, shape, text: Text, null: Text, steps: int = STEPS["video"], sampler: str = SAMPLER,
            guidance: float = GUIDANCE, generator=None, progress=None, noise=None, init=None, strength: float = 1.0,
            **conditioning) -> torch.Tensor:
     """Draw samples of `shape` (b c h w or b c f h w) in [-1, 1], guided by `text` against `null`.
@@ -854,7 +854,7 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # and the motion between two are the exception: their guess is the picture
 # held still (or a cross-fade), and a sampler started from it keeps most of it,
 # so the digits hardly move (motion 0.020 against real clips' 0.047, 100
-# held-out clips); they take the base model's steps, from pure noise, and draw
+# held-out clips); they take the video model's steps, from pure noise, and draw
 # the motion themselves (docs/ABLATIONS.md, "Every mode with the image expert").
 #
 # Training clips are rendered at 5x the base frame rate (stride 0.2: the same
@@ -991,7 +991,7 @@ def animate(model, first, text: Text, null: Text, frames: int = FRAMES, last=Non
 # =============================================================================
 # 8. Video super-resolution (paper §3.4, SR^t_l and SR_h)
 # =============================================================================
-# The base model works at 32², the cascade's output is 64². The SR network is
+# The video model works at 32², the cascade's output is 64². The SR network is
 # a space-time UNet of its own, trained from scratch on 64² clips, that sees
 # the low-resolution video upsampled to 64² as an extra input channel. It
 # makes the *difference* to that bicubic upsampling, not the whole frame (a
@@ -1002,7 +1002,7 @@ def animate(model, first, text: Text, null: Text, frames: int = FRAMES, last=Non
 # *noise-augmented*: in training it is noised to a random level and the level
 # is an input (`aug`), so the network learns not to trust the low-res input's
 # pixel-exact artefacts; at sampling a small fixed level is used. The low-res
-# input is made by the same area downsampling as the base stage's data, so
+# input is made by the same area downsampling as the video model's data, so
 # train and test match.
 #
 # The paper's high-resolution SR_h has no temporal layers and runs frame by
@@ -1087,21 +1087,20 @@ def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, g
 class Stage:
     unet: dict                # how its UNetConfig differs from the one it starts from (or the preset's)
     starts_from: str | None   # the stage whose trained weights it inflates; None: fresh weights
-    cascade: str | None       # its name in sample.py --stages (the image model is not a step of the cascade)
     learns: str               # its data and loss
 
 
 STAGES = {
-    "image": Stage({}, None, None, "single 32² frames and their prompts; v-MSE"),
-    "video": Stage(dict(temporal=True), "image", "base",
+    "image": Stage({}, None, "single 32² frames and their prompts; v-MSE"),
+    "video": Stage(dict(temporal=True), "image",
                    "16-frame 32² clips and their prompts, plus single frames (joint training); v-MSE"),
-    "interp": Stage(dict(temporal=True, cond_channels=3, residual=True), "video", "interp",
+    "interp": Stage(dict(temporal=True, cond_channels=3, residual=True), "video",
                     "clips with frames given (every 5th at 5x the rate, the first k, or the first and last); "
                     "v-MSE on the frames to make"),
-    "sr": Stage(dict(temporal=True, cond_channels=1, noise_cond=True, residual=True), None, "sr",
+    "sr": Stage(dict(temporal=True, cond_channels=1, noise_cond=True, residual=True), None,
                 "64² clips given their noise-augmented 32² versions, upsampled: the difference to bicubic; v-MSE"),
 }
-CASCADE = {stage.cascade: name for name, stage in STAGES.items() if stage.cascade}  # base -> video, ...
+CASCADE = ("video", "interp", "sr")  # the stages a prompt runs through, in order (sample.py --stages)
 
 
 @dataclass(frozen=True)
@@ -1278,7 +1277,7 @@ class ImageExpert(nn.Module):
 #     cascade = pipeline.Pipeline.load("checkpoints")
 #     videos, fps = cascade("2 and four", seed=0)   # (1 76 64 64) in [0, 1], 40 fps
 #
-# Given pictures replace the base model's draw from noise: `first` (and `last`)
+# Given pictures replace the video model's draw from noise: `first` (and `last`)
 # are animated by the masked network (§7: the paper's image animation), a
 # `video` is varied (SDEdit: noised to t = `strength`, then denoised).
 
@@ -1286,11 +1285,11 @@ STRENGTH = 0.8  # a variation's default t = S: the prompt's digits in every clip
 
 
 class Cascade:
-    """The networks of one checkpoint folder, by cascade stage (base, interp, sr), and their text cache.
+    """The networks of one checkpoint folder, by cascade stage (video, interp, sr), and their text cache.
     `stages` are the ones a call runs; `models` may hold the masked network (interp) for --extend, --image
     and --between without running interpolation, and the image model, the video model's expert (§10)."""
 
-    def __init__(self, models: dict, cache: TextCache, stages=("base", "interp", "sr"), guidance: float = GUIDANCE):
+    def __init__(self, models: dict, cache: TextCache, stages=CASCADE, guidance: float = GUIDANCE):
         self.models, self.cache, self.guidance = models, cache, guidance
         self.stages = [s for s in CASCADE if s in stages and s in models]
         self.device = next(next(iter(models.values())).parameters()).device
@@ -1307,37 +1306,37 @@ class Cascade:
         return to_pixels(x)[:, 0].float().cpu(), fps
 
     def effective_image_expert(self, image_expert: float = IMAGE_EXPERT) -> float:
-        """β as the base model samples with it: 0 where the cascade holds no image model."""
+        """β as the video model samples with it: 0 where the cascade holds no image model."""
         return image_expert if "image" in self.models else 0.0
 
     def with_expert(self, stage: str, image_expert: float = IMAGE_EXPERT) -> nn.Module:
-        """The video model (base) or the masked network (interp, for animate, between and extend), with the
+        """The video model or the masked network (interp, for animate, between and extend), with the
         image model as its per-frame expert (§10) where the cascade holds one."""
         if self.effective_image_expert(image_expert):
             return ImageExpert(self.models[stage], self.models["image"], image_expert, IMAGE_EXPERT_UNTIL)
         return self.models[stage]
 
     @torch.no_grad()
-    def generate(self, text: Text, null: Text, generator=None, steps: int = STEPS["base"],
+    def generate(self, text: Text, null: Text, generator=None, steps: int = STEPS["video"],
                  interp_steps: int = STEPS["interp"], sr_steps: int = STEPS["sr"], guidance: float | None = None,
                  sampler: str = SAMPLER, frames: int = FRAMES, extend_frames: int = 0, framewise_sr: bool = False,
                  first=None, last=None, video=None, strength: float = STRENGTH, image_expert: float = IMAGE_EXPERT,
                  progress=None, done=None):
-        """base -> (extend) -> interp -> sr for the prompts of `text` -> (x (n 1 f h w) in [-1, 1], fps).
+        """video -> (extend) -> interp -> sr for the prompts of `text` -> (x (n 1 f h w) in [-1, 1], fps).
         first, last: (n 1 32 32) pictures to animate; video: (n 1 frames 32 32) to vary; all in [-1, 1].
         image_expert: β of §10, if the cascade holds an image model (0: the video model alone, as the paper).
         progress(desc), if given, wraps each stage's steps (a tqdm, say); done(stage) is called as each ends."""
         n, bar, done = len(text), progress or (lambda desc: None), done or (lambda stage: None)
         common = dict(sampler=sampler, generator=generator)
-        base = dict(steps=steps, guidance=self.guidance if guidance is None else guidance,
-                    progress=bar(f"base {frames}x{BASE}²"), **common)
+        drawn = dict(steps=steps, guidance=self.guidance if guidance is None else guidance,
+                     progress=bar(f"video {frames}x{BASE}²"), **common)
         if first is not None:  # the masked network, the first (and last) frame known
-            x = animate(self.with_expert("interp", image_expert), first, text, null, frames=frames, last=last, **base)
+            x = animate(self.with_expert("interp", image_expert), first, text, null, frames=frames, last=last, **drawn)
         else:  # from noise, or (SDEdit) from the given video noised to t = strength
-            x = sample(self.with_expert("base", image_expert), (n, 1, frames, BASE, BASE), text, null,
+            x = sample(self.with_expert("video", image_expert), (n, 1, frames, BASE, BASE), text, null,
                        stride=torch.ones(n, device=self.device), init=video,
-                       strength=strength if video is not None else 1.0, **base)
-        done("base")
+                       strength=strength if video is not None else 1.0, **drawn)
+        done("video")
         fps = BASE_FPS
         if extend_frames:
             x = extend(self.with_expert("interp", image_expert), x, extend_frames, text, null, steps=interp_steps,

@@ -321,11 +321,11 @@ def check_recipe(recipe: mav.Recipe, stage: str):
 # What a call may ask for, keyword -> (type, low, high, why): beyond these a run takes hours or the number
 # means nothing. The scripts' flags are checked by the same table (cli.py).
 CALL_RANGES = {
-    "steps": (int, 1, 1000, "diffusion steps of the base model"),
+    "steps": (int, 1, 1000, "diffusion steps of the video model"),
     "interp_steps": (int, 1, 1000, "diffusion steps of interpolation"),
     "sr_steps": (int, 1, 1000, "diffusion steps of super-resolution"),
-    "frames": (int, 1, 64, "frames the base model draws: temporal attention grows with frames²"),
-    "extend_frames": (int, 0, 240, "frames added after the base clip"),
+    "frames": (int, 1, 64, "frames the video model draws: temporal attention grows with frames²"),
+    "extend_frames": (int, 0, 240, "frames added after the video model's clip"),
     "guidance": (float, 0, 100, "the guidance weight: past ~100 the guided v saturates every pixel"),
     "image_expert": (float, 0, 1, "β, the image model's share of v̂"),
     "strength": (float, 1e-6, 1, "how far from the given video: about 0 = the video, 1 = a fresh sample"),
@@ -356,20 +356,20 @@ class Pipeline(mav.Cascade):
 
     @classmethod
     def load(cls, folder: str = "checkpoints", device="cpu", stages=None) -> "Pipeline":
-        """Every stage with a checkpoint in `folder` (base always), or those named; the image model, where there
+        """Every stage with a checkpoint in `folder` (video always), or those named; the image model, where there
         is one (mav.py §10); the guidance weight the video model's trainer recorded. Raises CheckpointError (one
         line) for what cannot be read."""
         has = lambda name: os.path.exists(os.path.join(folder, name + ".json"))
-        held = [s for s in mav.CASCADE if s == "base" or has(mav.CASCADE[s])]
+        held = [s for s in mav.CASCADE if s == "video" or has(s)]
         has_image = os.path.exists(os.path.join(folder, "image.json"))
-        expert = ["image"] if has_image and "base" in (stages or held) else []  # the video model's expert, mav.py §10
+        expert = ["image"] if has_image and "video" in (stages or held) else []  # the video model's expert, mav.py §10
         models, metas = {}, {}
         for stage in dict.fromkeys([*(stages or held), *(["interp"] if "interp" in held else []), *expert]):
-            models[stage], metas[stage] = load_checkpoint(folder, mav.CASCADE.get(stage, stage), device)
+            models[stage], metas[stage] = load_checkpoint(folder, stage, device)
         encoders = sorted({meta["text_encoder"] for meta in metas.values()})
         if len(encoders) > 1:
             raise CheckpointError(f"the checkpoints in {folder}/ were trained with different text encoders: {encoders}")
-        guidance = metas.get("base", {}).get("guidance", mav.GUIDANCE)
+        guidance = metas.get("video", {}).get("guidance", mav.GUIDANCE)
         return cls(models, load_text_cache(folder, encoders[0], write=False), stages or held, guidance)
 
     @torch.no_grad()
@@ -395,7 +395,7 @@ class Pipeline(mav.Cascade):
 
     def check_inputs(self, n: int, frames: int, first, last, video, extend_frames: int):
         """The networks a call needs are held, and its pictures have the shapes it needs (ValueError, one line)."""
-        need = ["interp"] * (first is not None or bool(extend_frames)) + ["base"] * (first is None)
+        need = ["interp"] * (first is not None or bool(extend_frames)) + ["video"] * (first is None)
         missing = [stage for stage in need if stage not in self.models]
         if missing:
             raise ValueError(f"this cascade holds no {missing[0]} network (it holds {', '.join(self.models)}): "

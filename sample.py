@@ -1,10 +1,10 @@
 """
 Sample Moving MNIST videos from a prompt with the Make-A-Video cascade.
 
-    python sample.py --prompt "2 and four"       # base 16x32² -> interp 76x32² -> SR 76x64² -> output/2_and_four.gif
+    python sample.py --prompt "2 and four"       # video 16x32² -> interp 76x32² -> SR 76x64² -> output/2_and_four.gif
     python sample.py --prompt "1 and 3" --prompt "6 and two" --num-samples 2   # a grid + grid.txt
-    python sample.py --prompt "2 and four" --stages base --out clip.mp4 --scale 4
-    python sample.py --prompt "2 and four" --extend 16                         # 32 base frames, then the rest
+    python sample.py --prompt "2 and four" --stages video --out clip.mp4 --scale 4
+    python sample.py --prompt "2 and four" --extend 16                         # 32 video frames, then the rest
     python sample.py --prompt "2 and four" --image start.png          # animate a picture (its first frame)
     python sample.py --prompt "2 and four" --between a.png b.png      # the motion from one picture to another
     python sample.py --prompt "2 and four" --variation clip.gif                # a variation of a video

@@ -456,7 +456,7 @@ def test_the_ode_samplers_carry_noise_to_where_the_ode_takes_it():
     model, text = GaussianDenoiser(torch.tensor(mu), s), fake_text(4)
     noise = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     truth = mu + s * noise
-    for sampler, steps, tol in (("ddim", 400, 0.01), ("dpm++", mav.STEPS["base"], 0.02)):
+    for sampler, steps, tol in (("ddim", 400, 0.01), ("dpm++", mav.STEPS["video"], 0.02)):
         x = mav.sample(model, noise.shape, text, text, steps=steps, sampler=sampler, guidance=1.0, noise=noise)
         assert (x - truth).abs().max() < tol, (sampler, (x - truth).abs().max())
 
@@ -612,7 +612,7 @@ def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache)
 def test_a_variation_samples_from_the_default_strength(cascade, monkeypatch):
     """Without --strength (or strength=), a variation starts at t = mav.STRENGTH, the strength the table chose
     (docs/ABLATIONS.md: every clip with the prompt's digits, the input's layout kept)."""
-    run, seen, real = pipeline.Pipeline.load(str(cascade), stages=["base"]), [], mav.sample
+    run, seen, real = pipeline.Pipeline.load(str(cascade), stages=["video"]), [], mav.sample
     monkeypatch.setattr(mav, "sample", lambda *a, **kw: (seen.append(kw.get("strength")), real(*a, **kw))[1])
     run("2 and four", steps=2, video=torch.zeros(1, 1, mav.FRAMES, 32, 32))
     assert seen == [mav.STRENGTH] and 0.6 < mav.STRENGTH < 1
@@ -621,7 +621,7 @@ def test_a_variation_samples_from_the_default_strength(cascade, monkeypatch):
 
 
 def test_the_picture_modes_start_from_pure_noise_and_interpolation_from_its_guess(cache):
-    """Animate and between (mav.PICTURE_START) take the base steps from t = 1, pure noise: from their guess (the
+    """Animate and between (mav.PICTURE_START) take the video model's steps from t = 1, pure noise: from their guess (the
     picture held still, a cross-fade) noised to start_t the digits hardly moved. Interpolation, the cascade's
     one-step ↑F, still starts from its guess at the network's start_t."""
     class Records(MakesNothing):
@@ -644,7 +644,7 @@ def test_the_picture_modes_start_from_pure_noise_and_interpolation_from_its_gues
 def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(cascade):
     """Animate and between with the cascade's image model as the masked network's expert: the first (and last)
     frame come back as given, the made frames differ from the masked network's alone, image_expert=0 is it."""
-    run = pipeline.Pipeline.load(str(cascade), stages=["base"])
+    run = pipeline.Pipeline.load(str(cascade), stages=["video"])
     assert {"interp", "image"} <= set(run.models)
     first, last = torch.rand(1, 1, 32, 32) * 2 - 1, torch.rand(1, 1, 32, 32) * 2 - 1
     make = lambda **kw: run("2 and four", seed=3, steps=4, frames=8, first=first, **kw)[0]
@@ -657,10 +657,10 @@ def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(c
 
 
 def test_the_cascade_takes_the_image_model_as_expert_unless_told_not_to(cascade):
-    """A folder with an image model: Cascade.load holds it, and it changes the base clip; image_expert=0 (or
+    """A folder with an image model: Cascade.load holds it, and it changes the video model's clip; image_expert=0 (or
     no image model) samples the video model alone, as the paper does."""
-    with_image = pipeline.Pipeline.load(str(cascade), stages=["base"])
-    alone = mav.Cascade({"base": with_image.models["base"]}, with_image.cache, ["base"], with_image.guidance)
+    with_image = pipeline.Pipeline.load(str(cascade), stages=["video"])
+    alone = mav.Cascade({"video": with_image.models["video"]}, with_image.cache, ["video"], with_image.guidance)
     assert "image" in with_image.models
     make = lambda run, **kw: run("2 and four", seed=3, steps=3, **kw)[0]
     paper, mixed = make(alone), make(with_image)
@@ -1130,7 +1130,7 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
     for stage, meta in (("video", video), ("interp", interp), ("sr", sr)):  # each trained by its recipe
         assert meta["recipe"] == asdict(mav.replace(mav.RECIPES[stage], steps=2)), stage
     assert pipeline.load_checkpoint(str(slow), "sr")[0].cfg.noise_cond
-    # the chain's guidance is recorded with the base models and is sample.py's default for them, not a rule
+    # the chain's guidance is recorded with the image and video models and is sample.py's default for them, not a rule
     assert video["guidance"] == mav.RECIPES["video"].guidance == 7 and "guidance" not in sr
     assert sample.parse_args(["--checkpoints", str(slow)]).guidance == 7
     assert sample.parse_args(["--checkpoints", str(slow), "--guidance", "2"]).guidance == 2.0
@@ -1289,7 +1289,7 @@ def test_the_python_cascade_names_its_bad_argument(cascade, kw, error, words):
 
 
 def test_a_cascade_loaded_without_a_stage_a_call_needs_says_so(cascade):
-    with pytest.raises(ValueError, match="holds no base network .* load it with 'base' among its stages"):
+    with pytest.raises(ValueError, match="holds no video network .* load it with 'video' among its stages"):
         pipeline.Pipeline.load(str(cascade), stages=["interp"])("1 and 2")
 
 
@@ -1337,8 +1337,8 @@ def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
     out = tmp_path / "cascade.gif"
     sample.main(["--checkpoints", str(cascade), "--steps", "2", "1", "1", "--out", str(out)])
     assert iio.imread(out).shape[:3] == (76, 64, 64)
-    assert "base+interp+sr" in capsys.readouterr().out
-    sample.main(["--checkpoints", str(cascade), "--stages", "base,sr", "--sr", "framewise", "--extend", "4",
+    assert "video+interp+sr" in capsys.readouterr().out
+    sample.main(["--checkpoints", str(cascade), "--stages", "video,sr", "--sr", "framewise", "--extend", "4",
                  "--steps", "2", "1", "1", "--out", str(tmp_path / "b.mp4")])
     assert iio.imread(tmp_path / "b.mp4").shape[:3] == (20, 64, 64)
 
@@ -1359,7 +1359,7 @@ def test_the_readmes_python_makes_the_video_sample_py_makes(cascade, tmp_path, m
 def test_sample_bench_times_every_stage(cascade, capsys):
     bench.main(["sample", "--checkpoints", str(cascade), "--num-samples", "1", "--steps", "1", "1", "1"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result["seconds"]) == {"base", "interp", "sr"} and result["frames_out"] == 76
+    assert set(result["seconds"]) == {"video", "interp", "sr"} and result["frames_out"] == 76
     assert result["frames_per_s"] > 0 and result["size"] == 64
 
 
@@ -1387,7 +1387,7 @@ def test_variation_strength_runs_from_the_input_to_a_fresh_sample(cache):
 
 
 def test_image_between_and_variation_from_files(cascade, pictures, tmp_path, capsys):
-    base = ["--checkpoints", str(cascade), "--steps", "2", "--stages", "base", "--prompt", "3 and 7"]
+    base = ["--checkpoints", str(cascade), "--steps", "2", "--stages", "video", "--prompt", "3 and 7"]
     sample.main([*base, "--image", str(pictures / "first.png"), "--out", str(tmp_path / "a.gif")])
     made = cli.read_frames(str(tmp_path / "a.gif"))
     given = cli.fit_frames(cli.read_frames(str(pictures / "first.png")))
@@ -1617,7 +1617,7 @@ def test_eval_videos_prints_every_figure(cascade, tmp_path, capsys):
     for ext in ("safetensors", "json"):
         shutil.copy(os.path.join(SHIPPED, f"judge.{ext}"), folder)
     out = tmp_path / "eval.gif"
-    evaluate.main(["--checkpoints", str(folder), "--num-samples", "3", "--stages", "base,interp",
+    evaluate.main(["--checkpoints", str(folder), "--num-samples", "3", "--stages", "video,interp",
                    "--steps", "2", "1", "--out", str(out)])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert EVAL_KEYS <= set(result) and result["n"] == 3 and result["frames"] == 76
@@ -1652,7 +1652,7 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     """Each script under docs/ at tiny settings, on the tiny cascade: it runs, and prints what it measures.
     (In this process, as `python docs/<script>` would run it: ten fresh interpreters cost ~25 s of imports.)"""
     c, docs = str(cascade), os.path.join(HERE, "docs")
-    runs = [["solver_study.py", "base", "1", "ddim:2", "dpm++:2", "--checkpoints", c],
+    runs = [["solver_study.py", "video", "1", "ddim:2", "dpm++:2", "--checkpoints", c],
             ["solver_study.py", "sr", "1", "dpm++:2", "ddim:1", "--checkpoints", c],
             ["sr_judge_study.py", "--n", "2", "dpm++:1", "--checkpoints", c],
             ["noise_probe.py", c, "--clips", "2"],
@@ -1796,8 +1796,8 @@ def test_cli_error_has_no_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--stages", "base,interp"], "no interp checkpoint"),
-    (["--stages", "base,upscale"], "unknown stage 'upscale'"),
+    (["--stages", "video,interp"], "no interp checkpoint"),
+    (["--stages", "video,upscale"], "unknown stage 'upscale'"),
     (["--extend", "8"], "--extend makes frames with the masked interpolation network"),
 ])
 def test_cascade_bad_requests(trained, capsys, argv, needle):
@@ -1851,7 +1851,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache_dir, tmp
 
 
 def test_a_picture_unlike_the_training_data_warns_and_runs(cascade, pictures, tmp_path, capsys):
-    sample.main(["--checkpoints", str(cascade), "--steps", "2", "--stages", "base",
+    sample.main(["--checkpoints", str(cascade), "--steps", "2", "--stages", "video",
                  "--image", str(pictures / "photo.png"), "--out", str(tmp_path / "p.gif")])
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and "does not look like the training data" in warnings[0]
@@ -1995,7 +1995,7 @@ def test_weights_past_fp16s_range_are_never_saved_and_broken_checkpoints_never_l
     safetensors.torch.save_file(weights, broken / "video.safetensors")
     with pytest.raises(pipeline.CheckpointError, match="not finite"):
         pipeline.load_checkpoint(str(broken), "video")
-    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(broken), "--stages", "base",
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(broken), "--stages", "video",
                                                 "--out", str(tmp_path / "x.gif")], "not finite")
     meta = json.loads((broken / "image.json").read_text())
     del meta["text_encoder"]
@@ -2041,8 +2041,8 @@ def test_train_refuses_values_that_make_rubbish(capsys, argv, needle):
     (["--scale", "100000"], "over its limit"),
     (["--frames", "1000"], "over its limit"),
     (["--extend", "1000000"], "over its limit"),
-    (["--stages", "interp"], "add base"),
-    (["--stages", "sr"], "add base"),
+    (["--stages", "interp"], "add video"),
+    (["--stages", "sr"], "add video"),
     (["--image", "{junk}"], "is a folder"),
     (["--prompt-file", "{junk}/binary.txt"], "is not UTF-8 text"),
 ])
@@ -2146,7 +2146,7 @@ def spoiled(folder, kind):
 
 
 OUTPUT_CASES = [  # (main, argv with {t}: the test's folder and {c}: the checkpoints, what to spoil, the words)
-    ("evaluate", ["--checkpoints", "{c}", "--stages", "base", "--num-samples", "1", "--out", "{c}/video.gif"], None,
+    ("evaluate", ["--checkpoints", "{c}", "--stages", "video", "--num-samples", "1", "--out", "{c}/video.gif"], None,
      "a checkpoint folder this command reads"),
     ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--prompt", "3 and 4", "--out", "{t}/requirements.gif"],
      "txt-alone", "requirements.txt exists, and this command writes its .txt beside"),
@@ -2156,7 +2156,7 @@ OUTPUT_CASES = [  # (main, argv with {t}: the test's folder and {c}: the checkpo
      "is not a regular file"),
     ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--prompt", "3 and 4", "--out", "{t}/grid.gif"],
      "txt-folder", "grid.txt is not a regular file"),
-    ("evaluate", ["--checkpoints", "{c}", "--stages", "base", "--num-samples", "1", "--out", "{t}/eval.gif"],
+    ("evaluate", ["--checkpoints", "{c}", "--stages", "video", "--num-samples", "1", "--out", "{t}/eval.gif"],
      "json-folder", "eval.json is not a regular file"),
     ("sample", ["--checkpoints", "{c}", "--prompt", "1 and 2", "--out", "{c}/clip.gif"], None,
      "a checkpoint folder this command reads"),
@@ -2194,19 +2194,19 @@ def test_no_read_blocks_or_never_ends(trained, tmp_path, capsys):
     shutil.copytree(trained, fifo)
     os.remove(fifo / "video.json")
     os.mkfifo(fifo / "video.json")
-    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(fifo), "--prompt", "1 and 2", "--stages", "base",
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(fifo), "--prompt", "1 and 2", "--stages", "video",
                                                 "--out", str(tmp_path / "a.gif")], "video.json is not a regular file")
     zero = tmp_path / "zero"
     shutil.copytree(trained, zero)
     os.remove(zero / "video.json")
     os.symlink("/dev/zero", zero / "video.json")
-    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(zero), "--prompt", "1 and 2", "--stages", "base",
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(zero), "--prompt", "1 and 2", "--stages", "video",
                                                 "--out", str(tmp_path / "b.gif")], "video.json is not a regular file")
     huge = tmp_path / "huge"
     shutil.copytree(trained, huge)
     meta = pipeline.checkpoint_meta(str(huge), "video")
     pipeline.atomic_write_json({**meta, "config": {**meta["config"], "res_blocks": 100000}}, str(huge / "video.json"))
-    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(huge), "--prompt", "1 and 2", "--stages", "base",
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(huge), "--prompt", "1 and 2", "--stages", "video",
                                                 "--out", str(tmp_path / "c.gif")], "res_blocks=100000 is outside")
     (tmp_path / "logged").mkdir()
     os.mkfifo(tmp_path / "logged" / "image.log")
@@ -2293,13 +2293,13 @@ def test_text_caches_and_checkpoints_are_checked(cache_dir, trained, tmp_path, c
     meta = pipeline.checkpoint_meta(str(foreign), "video")
     pipeline.atomic_write_json({**meta, "text_encoder": "someone/else-v1"}, str(foreign / "video.json"))
     expect_one_line_error(capsys, sample.main, ["--checkpoints", str(foreign), "--prompt", "1 and 2", "--stages",
-                                                "base", "--out", str(tmp_path / "f.gif")], "refused, not downloaded")
+                                                "video", "--out", str(tmp_path / "f.gif")], "refused, not downloaded")
     ints = tmp_path / "ints"
     shutil.copytree(trained, ints)
     w = safetensors.torch.load_file(ints / "video.safetensors")
     name = next(iter(w))
     safetensors.torch.save_file({**w, name: w[name].to(torch.int8)}, ints / "video.safetensors")
-    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(ints), "--prompt", "1 and 2", "--stages", "base",
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", str(ints), "--prompt", "1 and 2", "--stages", "video",
                                                 "--out", str(tmp_path / "i.gif")], "is stored as torch.int8")
 
 

@@ -142,7 +142,7 @@ def train_row(args, row, folder) -> dict[int, str]:
 def score(args, snap, n, guidance) -> dict:
     """evaluate.py on the video model alone in `snap` (no image model there: no frame-by-frame baseline), in this
     process, its prints kept off the terminal."""
-    argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(n), "--guidance", str(guidance),
+    argv = ["--stages", "video", "--checkpoints", snap, "--num-samples", str(n), "--guidance", str(guidance),
             "--steps", str(args.eval_steps), "--out", f"{snap}-eval_{n}_w{guidance:g}.gif"]  # beside its folder
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -256,7 +256,7 @@ def strips(args):
         out = f"{snap}-strip.gif"  # beside the folder it reads
         with contextlib.redirect_stdout(io.StringIO()):  # sample.py, in this process
             prompts = [a for p in STRIP_PROMPTS for a in ("--prompt", p)]
-            sample.main(["--stages", "base", "--checkpoints", snap, *prompts, "--seed", "0", "--out", out,
+            sample.main(["--stages", "video", "--checkpoints", snap, *prompts, "--seed", "0", "--out", out,
                          "--scale", "2"])
         strip = iio.imread(out)
         rows.append(strip[..., 0] if strip.ndim == 4 else strip)  # the GIF's gray, read back as RGB

@@ -48,7 +48,7 @@ def prompts(cache, n: int):
 
 
 def base_clips(args, model, text, null) -> torch.Tensor:
-    """(n 1 16 32 32): the base video model's clip of each prompt, at the default steps and guidance."""
+    """(n 1 16 32 32): the video model's clip of each prompt, at the default steps and guidance."""
     if os.path.exists(args.base_cache):
         clips = torch.load(args.base_cache)
         if len(clips) == len(text):
@@ -80,14 +80,14 @@ def main():
     if os.path.exists(args.results):
         with open(args.results) as fh:
             done = {(r["n"], r["interp_steps"], r["sr_steps"], r["start"]) for r in map(json.loads, fh)}
-    loaded = {s: pipeline.load_checkpoint(args.checkpoints, mav.CASCADE[s]) for s in ("base", "interp", "sr")}
+    loaded = {s: pipeline.load_checkpoint(args.checkpoints, s) for s in mav.CASCADE}
     models = {s: model for s, (model, _) in loaded.items()}
-    cache = pipeline.load_text_cache(args.checkpoints, loaded["base"][1]["text_encoder"], write=False)
+    cache = pipeline.load_text_cache(args.checkpoints, loaded["video"][1]["text_encoder"], write=False)
     judge = evaluate.load_judge(args.checkpoints)
     labels, text, null = prompts(cache, args.n)
     precision = cli.choose_precision(torch.device("cpu"))[0]
     with torch.no_grad(), cli.autocast("cpu", precision):
-        clips = base_clips(args, models["base"], text, null)
+        clips = base_clips(args, models["video"], text, null)
         for row in args.rows:
             interp_steps, sr_steps, start = row.split(":")
             interp_steps, sr_steps, start = int(interp_steps), int(sr_steps), float(start)

@@ -34,7 +34,7 @@ def parse_args(argv=None):
                    help="sample.py's --image-expert, one per row (or one for all): 0 samples as the paper")
     p.add_argument("--prompt", default="2 and four")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=mav.STEPS["base"], help="the base model's steps")
+    p.add_argument("--steps", type=int, default=mav.STEPS["video"], help="the video model's steps")
     p.add_argument("--first", type=int, default=0, help="the first frame shown")
     p.add_argument("--every", type=int, default=5, help="show every n-th frame from there")
     p.add_argument("--out", default=os.path.join(HERE, "crossing.png"))

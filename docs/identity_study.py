@@ -5,7 +5,7 @@ sampling (mav.py §10), measured on both testbeds (docs/ABLATIONS.md, "Beyond th
 One row = a video model sampled with the image model's share β of v̂ at the steps t <= t_e (β = 0: the
 video model alone, as the paper samples), scored by evaluate.py on 100 seeded prompts:
 
-    python evaluate.py --stages base --checkpoints <testbed> --num-samples 100 --guidance <w> --steps 10 \\
+    python evaluate.py --stages video --checkpoints <testbed> --num-samples 100 --guidance <w> --steps 10 \\
         --seed <seed> --image-expert <β>          (t_e: mav.IMAGE_EXPERT_UNTIL, set by this script)
 
 Testbeds: "shipped" (checkpoints/, the GPU-trained models, guidance 3) and "laptop" (checkpoints/cpu, the
@@ -70,7 +70,7 @@ def evaluate_row(args, testbed, row, seed) -> dict:
     name = f"{testbed}-b{beta:g}-t{mav.IMAGE_EXPERT_UNTIL:g}-s{seed}-{args.eval_steps}.gif"
     gif = os.path.join(args.out, name)
     folder = args.checkpoints or os.path.join(ROOT, folder)
-    argv = ["--stages", "base", "--checkpoints", folder, "--num-samples", str(args.num_samples),
+    argv = ["--stages", "video", "--checkpoints", folder, "--num-samples", str(args.num_samples),
             "--guidance", f"{guidance:g}", "--steps", str(args.eval_steps), "--seed", str(seed),
             "--image-expert", f"{beta:g}", "--out", gif]
     out = io.StringIO()

@@ -6,7 +6,7 @@ One row = one `python evaluate.py` run, named and kept as a JSON line in docs/mo
 argv that made it, the machine and the wall time). The rows, each on the same 100 prompts or held-out
 clips per seed, seeds 0 and 1:
 
-    cascade-30 / cascade-10   the whole cascade (base + interp + SR, read at the base rate), base 30 or 10 steps
+    cascade-30 / cascade-10   the whole cascade (video + interp + SR, read at the base rate), the video model at 30 or 10 steps
     animate-b0 / animate      a clip from its first frame: the masked network alone (as the paper) / with the
                               image model as each made frame's expert (β 0.75, t <= 0.5; mav.py §10)
     between-b0 / between      the same from its first and last frames, with PSNR to the true middle frames
@@ -17,7 +17,7 @@ clips per seed, seeds 0 and 1:
 
     python docs/modes_study.py                          # every row, seeds 0 and 1
     python docs/modes_study.py --rows animate animate-b0 --seeds 0
-    python docs/modes_study.py --steps 10               # the modes' base steps (cascade rows name their own)
+    python docs/modes_study.py --steps 10               # the modes' video-model steps (cascade rows name their own)
     python docs/modes_study.py --table                  # the Markdown tables of docs/ABLATIONS.md
 
 A row already in the results (same name, seed and steps) is not made again.
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--steps", type=int, default=None, help="the modes' base steps (default: evaluate.py's)")
+    p.add_argument("--steps", type=int, default=None, help="the modes' video-model steps (default: evaluate.py's)")
     p.add_argument("--num-samples", type=int, default=100)
     p.add_argument("--table", action="store_true", help="print the results as Markdown tables, run nothing")
     p.add_argument("--checkpoints", default=None, help="the folder evaluated (default: evaluate.py's, the shipped one)")
@@ -88,7 +88,7 @@ def seeds(rows, f) -> str:
 
 def cascade_table(results: list[dict]):
     """The whole cascade's rows (read at the base rate; the 76 frames' switch rate beside), as Markdown."""
-    print("Each cell: seed 0 / seed 1.\n\n| base steps | adherence | consistency | switch rate | jump rate | motion "
+    print("Each cell: seed 0 / seed 1.\n\n| video steps | adherence | consistency | switch rate | jump rate | motion "
           "| lag ratio | FD | switch rate at 76 frames | wall (s) |\n|---|---|---|---|---|---|---|---|---|---|")
     for steps in sorted({r["steps"] for r in results if r["row"].startswith("cascade")}, reverse=True):
         rows = [r for r in results if r["row"].startswith("cascade") and r["steps"] == steps]

@@ -25,7 +25,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     LOGSNRS = (-20.0, -10.0, -5.0, -2.0)
     g = torch.Generator().manual_seed(1)
-    clips, _, labels = evaluate.held_out_clips("base", args.clips, g)
+    clips, _, labels = evaluate.held_out_clips("video", args.clips, g)
     inputs = {"image": clips[:, :, 0], "video": clips}
     ids = mav.prompt_ids(labels, g)
     noise = {stage: [torch.randn(x.shape, generator=g) for _ in LOGSNRS] for stage, x in inputs.items()}

@@ -7,7 +7,7 @@ row's --preset and --recipe), with its checkpoint kept at a few step budgets; ea
 evaluate.py on 100 seeded prompts, the default sampler (DPM++, the image model as each frame's expert),
 the guidance the checkpoint records, in two seeds:
 
-    python evaluate.py --stages base --checkpoints <row>/step-<N> --num-samples 100 --steps 10 --seed <seed>
+    python evaluate.py --stages video --checkpoints <row>/step-<N> --num-samples 100 --steps 10 --seed <seed>
 
 Rows: the GPU image model (checkpoints/, base preset) or the laptop one (checkpoints/cpu, cpu preset),
 every weight trained or only the temporal layers (temporal_only=1: the spatial layers stay the image
@@ -182,7 +182,7 @@ def score(args, row, step, snap, seed, beta: float | None) -> list[dict]:
     frame by frame (row "<row> image model", step 0)."""
     name = f"{os.path.basename(snap)}-s{seed}{'' if beta is None else f'-b{beta:g}'}.gif"
     gif = os.path.join(args.out, "evals", f"{row}-{name}")  # not in the folder it reads
-    argv = ["--stages", "base", "--checkpoints", snap, "--num-samples", str(args.num_samples), "--steps",
+    argv = ["--stages", "video", "--checkpoints", snap, "--num-samples", str(args.num_samples), "--steps",
             str(args.eval_steps), "--seed", str(seed), "--out", gif]
     argv += [] if beta is None else ["--image-expert", str(beta)]
     figures = evaluated(argv, args.baseline)
