@@ -428,11 +428,12 @@ def guided_v(model, z, logsnr, text: Text, guidance: float, conditioning: dict):
 @torch.no_grad()
 def sample(model, shape, text: Text, null: Text, steps: int = STEPS["video"], sampler: str = SAMPLER,
            guidance: float = GUIDANCE, generator=None, progress=None, noise=None, init=None, strength: float = 1.0,
-           **conditioning) -> torch.Tensor:
+           clip=(-1.0, 1.0), **conditioning) -> torch.Tensor:
     """Draw samples of `shape` (b c h w or b c f h w) in [-1, 1], guided by `text` against `null`.
 
     `noise` replaces the initial z_1 ~ N(0, I); `conditioning` (stride, cond,
-    aug: tensors with the batch first) goes to the model.
+    aug: tensors with the batch first) goes to the model. Every x̂ is clipped to
+    `clip` (low, high): numbers, or tensors of `shape` (§7's differences).
 
     Variations (SDEdit, Meng et al. 2022): given `init` (a clean sample of
     `shape`) and 0 < strength = S <= 1, start at t = S from z_S = α_S·init + σ_S·ε
@@ -455,7 +456,7 @@ def sample(model, shape, text: Text, null: Text, steps: int = STEPS["video"], sa
     for i in (progress or (lambda r: r))(range(steps)):
         t, s = Noise.at(ts[i]), Noise.at(ts[i + 1])
         v = guided_v(model, z, t.logsnr, text, guidance, conditioning)   # v̂ (guided)
-        x0 = v_to_x0(z, v, t.alpha, t.sigma).clamp(-1, 1)                # x̂ = α_t·z_t − σ_t·v̂, clipped
+        x0 = v_to_x0(z, v, t.alpha, t.sigma).clamp(*clip)                # x̂ = α_t·z_t − σ_t·v̂, clipped
         z = x0 if i == steps - 1 else step(z, x0, t, s, memory, generator)  # the last step: x̂ itself
     return z
 
@@ -622,7 +623,6 @@ class UNetConfig:
     out_channels: int = 1
     temporal: bool = False            # video model: temporal conv + attention + stride embedding
     noise_cond: bool = False          # SR: embed the noise-augmentation level of the low-res input
-    residual: bool = False            # interp, SR: make the difference to a guess (§7, §8); False there: pipeline.py
     # What a video model's temporal layers are; each can be switched off to see what it buys
     # (docs/ABLATIONS.md): the frames each temporal conv sees (1: its own only, as swookey-thinky/video_diffusion; 0: no
     # temporal conv), the temporal attention, the frame-stride embedding.
@@ -696,10 +696,6 @@ class Block(nn.Module):
 
 
 class UNet(Model):
-    # How an interp or SR network's sample becomes frames (§7, §8): it is the difference to a guess (the
-    # known frames blended in time; the low-res video upsampled bicubically), drawn from t = start_t.
-    start_t, guess_weight, upsampling = 0.95, 1.0, "bicubic"
-
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
@@ -847,10 +843,11 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # (temporal_fill, a good guess already), and the network makes the
 # *difference* to it, as the SR network does to bicubic (§8). A network that
 # makes whole frames first has to learn to copy what it is shown through
-# every layer, which a short run never finishes. Its sampler starts at t = UNet.start_t (0.95) from the
-# difference's mean, zero, noised: there z is noise all but a few percent of
-# its variance, and the network's x̂ at pure noise, which it met rarely in
-# training, never sets the course of a few-step sampler. Animating a picture
+# every layer, which a short run never finishes. Its sampler starts at t = RESIDUAL_START (0.8) from the
+# difference's mean, zero, noised (SDEdit from the guess): there z is noise all
+# but a tenth of its variance, and the network's x̂ at pure noise, which it met
+# rarely in training, never sets the course of its one step (measured on four
+# networks: docs/EVALUATION.md, "Interp and SR in today's form"). Animating a picture
 # and the motion between two are the exception: their guess is the picture
 # held still (or a cross-fade), and a sampler started from it keeps most of it,
 # so the digits hardly move (motion 0.020 against real clips' 0.047, 100
@@ -865,16 +862,18 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 
 INTERP_FACTOR = 5    # frame-rate multiplier: 16 -> 76 frames
 INTERP_WINDOW = 16   # frames per window: 4 known, 12 generated
-PICTURE_START = 1.0  # animate and between: their sampler starts at t = 1 (pure noise), not at start_t
+RESIDUAL_START = 0.8   # interp and SR (§8): their sampler starts at t = 0.8 from a difference of zero
+PICTURE_START = 1.0    # animate and between: their sampler starts at t = 1 (pure noise)
 
 
-def residual_sample(model, guess, shape, text: Text, null: Text, start: float | None = None, **kw) -> torch.Tensor:
-    """An interp or SR network's frames: its sample (the difference to `guess`, drawn from t = `start`, default
-    start_t) plus the guess. The sample starts from the guess in the network's own terms, noised to t: a
-    difference of zero, or (an old network that makes whole frames, guess_weight 0: pipeline.py) the guess."""
-    init = (1 - model.guess_weight) * guess.expand(shape)
-    made = sample(model, shape, text, null, init=init, strength=model.start_t if start is None else start, **kw)
-    return (model.guess_weight * guess + made).clamp(-1, 1)
+def residual_sample(model, guess, shape, text: Text, null: Text, start: float = RESIDUAL_START, **kw) -> torch.Tensor:
+    """An interp or SR network's frames x = guess + d: its sample d (the difference to `guess`), drawn from
+    t = `start` from its mean, zero, noised: z_start = σ_start·ε. Each d̂ is clipped so that guess + d̂ is a frame,
+    in [-1, 1] (not d̂ itself: a digit that moves off its guess needs |d| up to 2)."""
+    guess = guess.expand(shape).float()
+    made = sample(model, shape, text, null, init=torch.zeros(shape, device=guess.device), strength=start,
+                  clip=(-1 - guess, 1 - guess), **kw)
+    return (guess + made).clamp(-1, 1)
 
 
 def masked_conditioning(video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -922,7 +921,7 @@ def interp_example(model, clip, mask):
     """A training clip (b 1 f h w) in [-1, 1] and its known frames `mask` (b f) -> what the network learns to
     make (the difference to the guess), its conditioning, and the loss mask: the frames it must make."""
     cond, guess = masked_conditioning(clip, mask)
-    return clip - model.guess_weight * guess, cond, ~mask[:, None, :, None, None]
+    return clip - guess, cond, ~mask[:, None, :, None, None]
 
 
 def _fill(model, known, mask, text, null, stride, **kw):
@@ -1015,10 +1014,10 @@ SR_AUG_MAX_T = 0.5    # training: augmentation time t_aug ~ U(0, 0.5)
 SR_AUG_T = 0.1        # sampling: a small fixed level
 
 
-def upsample(video: torch.Tensor, scale: int = SR_SCALE, mode: str = "bilinear") -> torch.Tensor:
-    """(b c f h w) -> every frame upsampled (bilinear or bicubic), in [-1, 1]."""
+def upsample(video: torch.Tensor, scale: int = SR_SCALE) -> torch.Tensor:
+    """(b c f h w) -> every frame upsampled bicubically, in [-1, 1]: the SR network's guess."""
     f = video.shape[2]
-    x = F.interpolate(rearrange(video, 'b c f h w -> (b f) c h w'), scale_factor=scale, mode=mode,
+    x = F.interpolate(rearrange(video, 'b c f h w -> (b f) c h w'), scale_factor=scale, mode="bicubic",
                       align_corners=False)
     return rearrange(x, '(b f) c h w -> b c f h w', f=f).clamp(-1, 1)
 
@@ -1034,10 +1033,10 @@ def noise_augment(x: torch.Tensor, t_aug: torch.Tensor, generator=None, eps=None
 def sr_example(model, video):
     """A 64² training clip (b 1 f 64 64) in [0, 1] -> what the network learns to make (the difference to its
     32² version upsampled), and its conditioning: that upsampling noised to a random level, and the level."""
-    guess = upsample(to_model(area_downsample(video)), mode=model.upsampling)
+    guess = upsample(to_model(area_downsample(video)))
     t_aug = torch.rand(len(video), device=video.device) * SR_AUG_MAX_T
     cond, aug = noise_augment(guess, t_aug)
-    return to_model(video) - model.guess_weight * guess, cond, aug
+    return to_model(video) - guess, cond, aug
 
 
 @torch.no_grad()
@@ -1051,7 +1050,7 @@ def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, g
     b, c, f, h, w = low.shape
     t_aug = torch.full((b,), SR_AUG_T, device=low.device)
     shape = (b, c, f, SR_SCALE * h, SR_SCALE * w)
-    guess = upsample(low, mode=model.upsampling)
+    guess = upsample(low)
     kw = dict(generator=generator, steps=steps, guidance=guidance, **kw)
     if not framewise:
         cond, aug = noise_augment(guess, t_aug, generator)
@@ -1094,10 +1093,10 @@ STAGES = {
     "image": Stage({}, None, "single 32² frames and their prompts; v-MSE"),
     "video": Stage(dict(temporal=True), "image",
                    "16-frame 32² clips and their prompts, plus single frames (joint training); v-MSE"),
-    "interp": Stage(dict(temporal=True, cond_channels=3, residual=True), "video",
+    "interp": Stage(dict(temporal=True, cond_channels=3), "video",
                     "clips with frames given (every 5th at 5x the rate, the first k, or the first and last); "
                     "v-MSE on the frames to make"),
-    "sr": Stage(dict(temporal=True, cond_channels=1, noise_cond=True, residual=True), None,
+    "sr": Stage(dict(temporal=True, cond_channels=1, noise_cond=True), None,
                 "64² clips given their noise-augmented 32² versions, upsampled: the difference to bicubic; v-MSE"),
 }
 CASCADE = ("video", "interp", "sr")  # the stages a prompt runs through, in order (sample.py --stages)
@@ -1234,9 +1233,9 @@ class ImageExpert(nn.Module):
     """A video model whose v̂ at t <= t_e is mixed with the image model's, frame by frame (β = `image_expert`).
 
     The masked network (§7: animate, between, extend) gets the same mix on the frames it makes; the given
-    frames keep its own v̂ (they are given anyway). It makes the difference d = x − g·guess (g its guess_weight),
-    so the image model reads the frames themselves, z_x = z_d + α_t·g·guess, and its v̂ goes back into d's
-    terms, v̂_d = v̂_x + σ_t·g·guess (both from z = α·x + σ·ε and v = α·ε − σ·x)."""
+    frames keep its own v̂ (they are given anyway). It makes the difference d = x − guess, so the image model
+    reads the frames themselves, z_x = z_d + α_t·guess, and its v̂ goes back into d's terms,
+    v̂_d = v̂_x + σ_t·guess (both from z = α·x + σ·ε and v = α·ε − σ·x)."""
 
     def __init__(self, video: UNet, image: UNet, image_expert: float = IMAGE_EXPERT,
                  until: float = IMAGE_EXPERT_UNTIL):
@@ -1244,16 +1243,13 @@ class ImageExpert(nn.Module):
         self.video, self.image, self.image_expert = video, image, image_expert
         self.logsnr_from = float(logsnr_schedule(torch.tensor(until)))  # t <= t_e  <=>  λ_t >= λ(t_e)
 
-    start_t = property(lambda self: self.video.start_t)            # the masked network's sampler (§7) reads
-    guess_weight = property(lambda self: self.video.guess_weight)  # them through the wrapper
-
     def forward(self, x, logsnr, text: Text, **conditioning):  # x: b c f h w; logsnr: (b,), one t for all
         v = self.video(x, logsnr, text, **conditioning)                   # v̂_video
         if logsnr.min() < self.logsnr_from:
             return v
         alpha, sigma = (_bcast(s, x) for s in alpha_sigma(logsnr))
         cond = conditioning.get("cond")                                   # the masked network's: known, mask, guess
-        guess = 0.0 if cond is None else self.guess_weight * cond[:, 2:3]  # g·guess (0: the video model)
+        guess = 0.0 if cond is None else cond[:, 2:3]                      # the guess (0: the video model)
         f = x.shape[2]
         frames = rearrange(x + alpha * guess, 'b c f h w -> (b f) c h w')  # z_x: every frame on its own
         per_frame = Text(*(repeat(t, 'b ... -> (b f) ...', f=f) for t in text))

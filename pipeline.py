@@ -3,7 +3,7 @@ The cascade as a product: its files, the ranges of what it is asked, and the loa
 
 mav.py is the method; what a reader of the method can skip lives here:
 
-  1. Checkpoint files   safetensors + JSON, written atomically, read with every check; the old formats
+  1. Checkpoint files   safetensors + JSON, written atomically, read with every check
   2. The text cache     the training prompts' embeddings, kept beside the checkpoints
   3. Ranges             of a training recipe and of a cascade call: one line for each bad value
   4. Pipeline           mav.Cascade loaded from a folder, its calls checked before any step
@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 import mav
 
 # =============================================================================
-# 1. Checkpoint files: safetensors + JSON, and the old formats
+# 1. Checkpoint files: safetensors + JSON
 # =============================================================================
 # <dir>/<stage>.safetensors holds the EMA weights (what sampling uses) in fp16;
 # <dir>/<stage>.json beside it says what they are: the model config, the stage,
@@ -88,7 +88,7 @@ def atomic_torch_save(obj, path: str):
 
 def load_weights(model: nn.Module, state: dict):
     """load_state_dict, whose error names the first missing, unexpected or misshapen key (not only the model)."""
-    own, state = model.state_dict(), renamed(state)  # old key names, today's
+    own = model.state_dict()
     for key in own:
         if key not in state:
             raise CheckpointError(f"missing key {key}")
@@ -209,34 +209,24 @@ def check_config(config: dict):
 
 
 def network(config: dict) -> mav.UNet:
-    """The UNet a checkpoint's config describes: a mav.UNet, or (an old interp or SR format) a WholeFrameUNet."""
-    cfg = mav.UNetConfig(**config)
-    return WholeFrameUNet(cfg) if cfg.cond_channels and not cfg.residual else mav.UNet(cfg)
+    """The UNet a checkpoint's config describes; an interp network of the paper's 2 conditioning channels is the
+    GPU-trained one that makes whole frames, read through WholeFrameInterp. Configs written from 27 Nov to 7 Dec
+    also say `residual` (true for interp and SR, false for the rest): what it said is what every network is today."""
+    cfg = mav.UNetConfig(**{k: v for k, v in config.items() if k != "residual"})
+    return (WholeFrameInterp if cfg.cond_channels == 2 else mav.UNet)(cfg)
 
 
-# --- The old formats, read here and nowhere else ----------------------------------
-# The shipped GPU-trained checkpoints predate two changes: the stride embedding
-# was called fps_embed, and the interpolation and SR networks made whole
-# frames (interp from 2 conditioning channels, the known frames and the mask;
-# SR from a bilinear upsampling) where today's make the difference to a guess.
-# Only a GPU run can retrain them (docs/TRAINING.md lists its commands); until
-# then they are converted as they load, so §7 and §8 read as one method each.
+class WholeFrameInterp(mav.UNet):
+    """The GPU-trained interpolation network (checkpoints/interp), which makes whole frames x from 2 conditioning
+    channels (the known frames, the mask), sampled as §7 samples today's: the difference d = x − guess. It reads
+    z_x = z_d + α_t·guess and answers v̂_d = v̂_x + σ_t·guess (from z = α·x + σ·ε and v = α·ε − σ·x, as
+    mav.ImageExpert does), the guess being the third conditioning channel, which it never saw. A CPU retrain in
+    today's form read as well by PSNR but animated worse (docs/EVALUATION.md, "Interp and SR in today's form")."""
 
-def renamed(state: dict) -> dict:
-    """A state dict written before the stride embedding was named so (fps_embed), with today's names."""
-    old = "fps_embed."
-    return {"stride_embed." + k[len(old):] if k.startswith(old) else k: v for k, v in state.items()}
-
-
-class WholeFrameUNet(mav.UNet):
-    """An old interp or SR network, as §7 and §8 use it: its guess counts 0 (it makes the whole frame), its
-    sampler starts from the guess noised to t = 0.8 (SDEdit, §3: from pure noise its first x̂ is the one it
-    met least in training, and a step or two cannot mend it), SR gives it a bilinear upsampling, and interp's
-    blend channel, which it never saw, is dropped from its conditioning."""
-    start_t, guess_weight, upsampling = 0.8, 0.0, "bilinear"
-
-    def forward(self, x, logsnr, text: mav.Text, stride=None, cond=None, aug=None):
-        return super().forward(x, logsnr, text, stride, cond[:, :self.cfg.cond_channels], aug)
+    def forward(self, z, logsnr, text: mav.Text, stride=None, cond=None, aug=None):
+        alpha, sigma = (mav._bcast(s, z) for s in mav.alpha_sigma(logsnr))
+        guess = cond[:, 2:3]
+        return super().forward(z + alpha * guess, logsnr, text, stride, cond[:, :2]) + sigma * guess
 
 
 # =============================================================================

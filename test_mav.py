@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import torch.nn.functional as F
 
 import bench
 import cli
@@ -240,7 +241,6 @@ class PromptDenoiser(torch.nn.Module):
 
 class MakesNothing(torch.nn.Module):
     """A residual network whose x̂ is 0 everywhere: v = α·z/σ, so x̂ = α·z − σ·v = 0."""
-    start_t, guess_weight, upsampling = mav.UNet.start_t, mav.UNet.guess_weight, mav.UNet.upsampling
 
     def __init__(self, cfg):
         super().__init__()
@@ -589,7 +589,6 @@ def test_the_image_expert_mixes_into_the_masked_networks_made_frames_only(cache)
     image_model = randomized(mav.UNet(TINY)).eval()
     masked = randomized(mav.UNet(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))).eval()
     expert = mav.ImageExpert(masked, image_model, image_expert=0.25, until=0.5)
-    assert (expert.start_t, expert.guess_weight) == (masked.start_t, masked.guess_weight) == (0.95, 1.0)
     torch.manual_seed(3)
     known, z = torch.rand(2, 1, 6, 32, 32) * 2 - 1, torch.randn(2, 1, 6, 32, 32)
     mask = torch.tensor([True, False, False, False, False, True]).expand(2, 6)  # between: the two ends given
@@ -621,9 +620,9 @@ def test_a_variation_samples_from_the_default_strength(cascade, monkeypatch):
 
 
 def test_the_picture_modes_start_from_pure_noise_and_interpolation_from_its_guess(cache):
-    """Animate and between (mav.PICTURE_START) take the video model's steps from t = 1, pure noise: from their guess (the
-    picture held still, a cross-fade) noised to start_t the digits hardly moved. Interpolation, the cascade's
-    one-step ↑F, still starts from its guess at the network's start_t."""
+    """Animate and between (mav.PICTURE_START) take the video model's steps from t = 1, pure noise: from their
+    guess (the picture held still, a cross-fade) noised to 0.8 the digits hardly moved. Interpolation, the cascade's
+    one-step ↑F, still starts from its guess, at mav.RESIDUAL_START."""
     class Records(MakesNothing):
         def forward(self, z, logsnr, text, **conditioning):
             seen.append(float(logsnr[0]))
@@ -638,7 +637,7 @@ def test_the_picture_modes_start_from_pure_noise_and_interpolation_from_its_gues
         assert seen[0] == pytest.approx(float(mav.logsnr_schedule(torch.tensor(1.0))))
     seen = []
     mav.interpolate(masked, torch.zeros(1, 1, 2, 32, 32), text, text, steps=1)
-    assert seen == [pytest.approx(float(mav.logsnr_schedule(torch.tensor(masked.start_t))))]
+    assert seen == [pytest.approx(float(mav.logsnr_schedule(torch.tensor(mav.RESIDUAL_START))))]
 
 
 def test_the_cascade_animates_with_the_image_expert_and_keeps_the_given_frames(cascade):
@@ -764,10 +763,8 @@ def test_training_masks():
     assert all(row[:n].all() and not row[n:].any() for row, n in zip(mask[first_k], k))
 
 
-@pytest.mark.parametrize("channels,residual", [(3, True), (2, False)])  # today's, and the shipped GPU-trained
-def test_interpolate_and_extend_keep_the_known_frames(cache, channels, residual):
-    cfg = mav.replace(TINY, temporal=True, cond_channels=channels, residual=residual)
-    model = randomized(pipeline.network(asdict(cfg))).eval()
+def test_interpolate_and_extend_keep_the_known_frames(cache):
+    model = randomized(mav.UNet(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))).eval()
     clip = torch.rand(2, 1, 16, 32, 32) * 2 - 1
     text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
     out = mav.interpolate(model, clip, text, null, steps=2, generator=torch.Generator().manual_seed(0))
@@ -806,8 +803,8 @@ def test_residual_networks_add_to_their_guess(cache, framewise):
     text, null = cache(torch.tensor([1, 2])), cache(torch.tensor([mav.NULL_PROMPT] * 2))
     kw = dict(steps=3, guidance=1.0, generator=torch.Generator().manual_seed(0))
     sr = MakesNothing(mav.stage_config("sr", "tiny"))
-    assert sr.cfg.residual
-    bicubic = mav.upsample(low, mode="bicubic")
+    bicubic = torch.stack([F.interpolate(low[:, :, i], scale_factor=2, mode="bicubic", align_corners=False)
+                           for i in range(low.shape[2])], dim=2).clamp(-1, 1)
     assert torch.allclose(mav.super_resolve(sr, low, text, null, framewise=framewise, **kw), bicubic, atol=1e-5)
     interp = MakesNothing(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)))
     out = mav.interpolate(interp, low, text, null, **kw)
@@ -1331,9 +1328,8 @@ def test_several_prompts_make_a_grid_with_its_prompt_list(trained, tmp_path, cap
 
 def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
     meta = pipeline.checkpoint_meta(str(cascade), "interp")
-    assert meta["video_step"] == 4 and meta["config"]["cond_channels"] == 3 and meta["config"]["residual"]
+    assert meta["video_step"] == 4 and meta["config"]["cond_channels"] == 3
     assert pipeline.checkpoint_meta(str(cascade), "sr")["config"]["noise_cond"]
-    assert pipeline.checkpoint_meta(str(cascade), "sr")["config"]["residual"]
     out = tmp_path / "cascade.gif"
     sample.main(["--checkpoints", str(cascade), "--steps", "2", "1", "1", "--out", str(out)])
     assert iio.imread(out).shape[:3] == (76, 64, 64)
@@ -1428,30 +1424,37 @@ def test_digits_of_other_scripts_are_not_the_prompts_digits():
     assert sample.parse_prompt("２ and ٢") is None and sample.parse_prompt("2 and two") == (2, 2)
 
 
-def test_checkpoints_that_name_the_stride_embedding_fps_embed_still_load(trained, tmp_path):
-    """The shipped checkpoints were written when the stride input was called fps."""
-    folder = tmp_path / "old_names"
-    shutil.copytree(trained, folder)
-    state = safetensors.torch.load_file(folder / "video.safetensors")
-    old = {k.replace("stride_embed.", "fps_embed.", 1): v for k, v in state.items()}
-    assert old.keys() != state.keys()
-    safetensors.torch.save_file(old, folder / "video.safetensors")
-    model = pipeline.load_checkpoint(str(folder), "video")[0]
-    assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items())
+def test_configs_that_say_residual_load_as_today(cascade, tmp_path):
+    """Checkpoints written from 27 Nov to 7 Dec name `residual` in their config (true for interp and SR, false for
+    the rest): each loads as today's network, weight for weight."""
+    folder = tmp_path / "said_residual"
+    shutil.copytree(cascade, folder)
+    for stage, said in (("video", False), ("interp", True), ("sr", True)):
+        meta = pipeline.checkpoint_meta(str(folder), stage)
+        assert "residual" not in meta["config"]
+        said_so = {**meta, "config": {**meta["config"], "residual": said}}
+        pipeline.atomic_write_json(said_so, str(folder / f"{stage}.json"))
+        model = pipeline.load_checkpoint(str(folder), stage)[0]
+        today = pipeline.load_checkpoint(str(cascade), stage)[0]
+        assert type(model) is mav.UNet and model.cfg == today.cfg
+        assert all(torch.equal(v, today.state_dict()[k]) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("folder,legacy", [("checkpoints", True), ("checkpoints/cpu", False)])
-def test_the_shipped_checkpoints_load_and_run(folder, legacy):
-    """Every shipped network loads as the class §7 and §8 expect (the GPU-trained interp and SR in their old,
-    whole-frame format) and makes finite output of the right shape from its inputs."""
+@pytest.mark.parametrize("folder", ["checkpoints", "checkpoints/cpu"])
+def test_the_shipped_checkpoints_load_and_run(folder):
+    """Every shipped network has today's keys and config (the GPU-trained interp: the paper's 2 conditioning
+    channels, read through WholeFrameInterp) and makes finite output of the right shape from its inputs."""
     folder = os.path.join(HERE, folder)
     text, logsnr = fake_text(1), torch.zeros(1)
     for stage, shape, cond in (("image", (1, 1, 32, 32), None), ("video", (1, 1, 3, 32, 32), None),
                                ("interp", (1, 1, 3, 32, 32), 3), ("sr", (1, 1, 2, 64, 64), 1)):
         model, meta = pipeline.load_checkpoint(folder, stage)
-        old = legacy and stage in ("interp", "sr")
-        assert isinstance(model, pipeline.WholeFrameUNet) == old and model.cfg.residual == (stage in ("interp", "sr")
-                                                                                        and not old)
+        stored = safetensors.torch.load_file(os.path.join(folder, stage + ".safetensors"))
+        assert "residual" not in meta["config"] and stored.keys() == model.state_dict().keys(), stage
+        whole_frames = stage == "interp" and folder.endswith("checkpoints")
+        assert type(model) is (pipeline.WholeFrameInterp if whole_frames else mav.UNet), stage
+        assert model.cfg == mav.replace(mav.stage_config(stage, meta["preset"]),
+                                        **({"cond_channels": 2} if whole_frames else {})), stage
         x = torch.randn(shape)
         kw = dict(cond=torch.randn(1, cond, *shape[2:])) if cond else {}
         kw.update(stride=torch.ones(1)) if len(shape) == 5 else None
@@ -1459,28 +1462,69 @@ def test_the_shipped_checkpoints_load_and_run(folder, legacy):
         with torch.no_grad():
             v = model(x, logsnr, text, **kw)
         assert v.shape == x.shape and v.isfinite().all(), stage
-    if legacy:
-        assert evaluate.load_judge(folder).cfg == judge.JudgeConfig(**pipeline.checkpoint_meta(folder, "judge")["config"])
+    if folder.endswith("checkpoints"):
+        config = pipeline.checkpoint_meta(folder, "judge")["config"]
+        assert evaluate.load_judge(folder).cfg == judge.JudgeConfig(**config)
 
 
-def test_an_old_whole_frame_network_is_sampled_as_before(cache):
-    """§7 and §8 treat every network as one that makes the difference to a guess; an old one counts its guess 0,
-    never sees the blend channel and starts from the guess itself (the linear blend) noised to its start_t:
-    plain SDEdit from the blend, step for step."""
-    cfg = mav.replace(TINY, temporal=True, cond_channels=2, residual=False)
+def test_residual_init_gives_an_old_whole_frame_network_todays_form(tmp_path, monkeypatch):
+    """docs/residual_init.py: an interp network of the format shipped until 7 Dec (2 conditioning channels,
+    fps_embed, whole frames) becomes today's, every old weight kept and the blend channel's input weight zero,
+    so the new network starts as the old one reading the known frames and the mask."""
+    old_cfg = {**asdict(mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True))), "cond_channels": 2}
+    old = randomized(mav.UNet(mav.UNetConfig(**old_cfg)))
+    state = {k.replace("stride_embed.", "fps_embed.", 1): v for k, v in old.state_dict().items()}
+    source = tmp_path / "old"
+    source.mkdir()
+    safetensors.torch.save_file(state, source / "interp.safetensors")
+    (source / "interp.json").write_text(json.dumps({"stage": "interp", "config": old_cfg, "preset": "tiny", "step": 5,
+                                                    "text_encoder": mav.DEFAULT_TEXT_ENCODER}))
+    script = os.path.join(HERE, "docs", "residual_init.py")
+    monkeypatch.syspath_prepend(os.path.dirname(script))  # as `python docs/residual_init.py` has it
+    monkeypatch.setattr(sys, "argv", [script, str(source), str(tmp_path / "new"), "--stages", "interp"])
+    runpy.run_path(script, run_name="__main__")
+    new, meta = pipeline.load_checkpoint(str(tmp_path / "new"), "interp")
+    assert new.cfg == mav.stage_config("interp", "tiny", mav.replace(TINY, temporal=True)) and meta["step"] == 0
+    for key, weight in old.state_dict().items():
+        if key == "conv_in.spatial.weight":  # z, known frames, mask; then the blend: zero
+            assert torch.equal(new.state_dict()[key][:, :3], weight.half().float())
+            assert not new.state_dict()[key][:, 3].any()
+        else:
+            assert torch.equal(new.state_dict()[key], weight.half().float()), key
+
+
+def test_the_old_whole_frame_interp_is_sampled_as_before(cache):
+    """The GPU-trained interp network makes whole frames from 2 conditioning channels; through WholeFrameInterp,
+    §7's residual sampler gives what plain SDEdit from the blend gave it, step for step: its z and v taken into
+    the difference's terms, and x̂ clipped as a frame."""
+    cfg = mav.replace(TINY, temporal=True, cond_channels=2)
     old = randomized(pipeline.network(asdict(cfg))).eval()
-    assert isinstance(old, pipeline.WholeFrameUNet)
+    assert isinstance(old, pipeline.WholeFrameInterp)
     mask = (torch.arange(6) % 5 == 0)[None]
     known = (torch.rand(1, 1, 6, 32, 32) * 2 - 1) * mask[:, None, :, None, None]
     text, null = cache(torch.tensor([3])), cache(torch.tensor([mav.NULL_PROMPT]))
     plain = lambda x, logsnr, text, stride=None, cond=None: mav.UNet.forward(old, x, logsnr, text, stride, cond)
-    assert 0 < old.start_t < 1
-    before = mav.sample(plain, known.shape, text, null, steps=3, generator=torch.Generator().manual_seed(0),
-                        init=mav.temporal_fill(known, mask), strength=old.start_t, stride=torch.full((1,), 0.2), cond=torch.cat([known, mask[:, None, :, None, None].float()
-                                                                      .expand_as(known)], dim=1))
-    now = mav.interpolate(old, known[:, :, ::5], text, null, steps=3, guidance=mav.GUIDANCE,
+    known_and_mask = torch.cat([known, mask[:, None, :, None, None].float().expand_as(known)], dim=1)
+    before = mav.sample(plain, known.shape, text, null, steps=5, generator=torch.Generator().manual_seed(0),
+                        init=mav.temporal_fill(known, mask), strength=mav.RESIDUAL_START, stride=torch.full((1,), 0.2),
+                        cond=known_and_mask)
+    now = mav.interpolate(old, known[:, :, ::5], text, null, steps=5, guidance=mav.GUIDANCE,
                           generator=torch.Generator().manual_seed(0))
-    assert torch.equal(torch.where(mask[:, None, :, None, None], known, before), now)
+    assert torch.allclose(torch.where(mask[:, None, :, None, None], known, before), now, atol=1e-4)
+
+
+def test_a_residual_sample_is_clipped_as_a_frame_not_as_a_difference(cache):
+    """A digit that moves off its guess needs a difference of up to 2 (the guess bright, the frame dark): each
+    x̂ is clipped so that guess + x̂ lies in [-1, 1], not x̂ itself (which left a gray ghost where the guess was)."""
+    class MakesMinusTwo(MakesNothing):  # x̂ = α·z − σ·v = −2 everywhere
+        def forward(self, z, logsnr, text, **conditioning):
+            alpha, sigma = (mav._bcast(s, z) for s in mav.alpha_sigma(logsnr))
+            return (alpha * z + 2) / sigma
+    text = cache(torch.tensor([3]))
+    guess = torch.ones(1, 1, 4, 8, 8)
+    for steps in (1, 3):
+        x = mav.residual_sample(MakesMinusTwo(None), guess, guess.shape, text, text, steps=steps, guidance=1.0)
+        assert torch.allclose(x, -guess, atol=1e-5), steps  # was 0 where clipped as a difference
 
 
 @pytest.mark.parametrize("kind", ["random", "constant", "black", "white", "still, then moving"])
@@ -1680,7 +1724,7 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
              ["modes_study.py", "--table", "--results", str(tmp_path / "modes.jsonl")]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
-    assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py"}  # the helper
+    assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py", "residual_init.py"}  # the helper; its own test
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(docs)  # as `python docs/<script>` has it
     for script, *argv in runs:

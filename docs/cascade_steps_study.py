@@ -7,8 +7,8 @@ their steps. docs/EVALUATION.md has the table; one JSON line per row in --result
     python docs/cascade_steps_study.py                  # 32 prompts; the old defaults and the new
     python docs/cascade_steps_study.py --n 100 6:3:1.0 1:1:0.8 2:2:0.8
 
-A row is interp_steps:sr_steps:start, start the t at which both samplers begin (the shipped whole-frame
-networks' start_t; 1.0: from pure noise, as before 29 Nov).
+A row is interp_steps:sr_steps:start, start the t at which both samplers begin (mav.RESIDUAL_START, 0.8, by
+default; 0.95 for the residual networks from 27 Nov to 7 Dec; 1.0: from pure noise, as before 29 Nov).
 
 A row already in --results is skipped; the base clips are kept in --base-cache, so a stopped study goes on where
 it stopped. On a 2-core AVX2 CPU in fp32 a prompt's base clip takes about 23 s, an interp step 2.3 s, an SR step
@@ -32,7 +32,7 @@ import pipeline  # noqa: E402
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("rows", nargs="*", default=["6:3:1.0", "1:1:0.8"], help="interp_steps:sr_steps:start")
+    p.add_argument("rows", nargs="*", default=["6:3:1.0", f"1:1:{mav.RESIDUAL_START}"], help="interp_steps:sr_steps:start")
     p.add_argument("--n", type=int, default=32, help="seeded prompts (evaluate.py's, seed 0)")
     p.add_argument("--checkpoints", default=cli.SHIPPED)
     p.add_argument("--results", default="docs/cascade_steps.jsonl")
@@ -62,14 +62,14 @@ def base_clips(args, model, text, null) -> torch.Tensor:
     return clips
 
 
-def cascade_rest(models, clips, text, null, interp_steps: int, sr_steps: int) -> torch.Tensor:
+def cascade_rest(models, clips, text, null, interp_steps: int, sr_steps: int, start: float) -> torch.Tensor:
     """interp then SR of every clip -> (n 76 64 64) in [0, 1]."""
     out = []
     for i in tqdm(range(len(clips)), desc=f"interp {interp_steps}, sr {sr_steps}"):
         g = torch.Generator().manual_seed(1000 + i)
         x = mav.interpolate(models["interp"], clips[i:i + 1], text[i:i + 1], null[i:i + 1], steps=interp_steps,
-                            generator=g)
-        x = mav.super_resolve(models["sr"], x, text[i:i + 1], null[i:i + 1], steps=sr_steps, generator=g)
+                            start=start, generator=g)
+        x = mav.super_resolve(models["sr"], x, text[i:i + 1], null[i:i + 1], steps=sr_steps, start=start, generator=g)
         out.append(mav.to_pixels(x.float())[:, 0])
     return torch.cat(out)
 
@@ -93,9 +93,8 @@ def main():
             interp_steps, sr_steps, start = int(interp_steps), int(sr_steps), float(start)
             if (args.n, interp_steps, sr_steps, start) in done:
                 continue
-            models["interp"].start_t = models["sr"].start_t = start
             t0 = time.time()
-            videos = cascade_rest(models, clips, text, null, interp_steps, sr_steps)
+            videos = cascade_rest(models, clips, text, null, interp_steps, sr_steps, start)
             seconds = time.time() - t0
             figures, _ = evaluate.judge_figures(SimpleNamespace(seed=0), judge, videos, labels, interp=True)
             result = {"n": args.n, "interp_steps": interp_steps, "sr_steps": sr_steps, "start": start,

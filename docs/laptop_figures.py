@@ -52,8 +52,7 @@ def loss_curves(folder, out):
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
         gamma = pipeline.checkpoint_meta(folder, stage).get("recipe", {}).get("min_snr", mav.RECIPES[stage].min_snr)
-        guess = {"interp": "the blend", "sr": "bicubic"}[stage] \
-            if pipeline.checkpoint_meta(folder, stage)["config"].get("residual") else None
+        guess = {"interp": "the blend", "sr": "bicubic"}.get(stage)  # interp and SR make the difference to it
         ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else
                       f"v-MSE, difference to {guess}" if guess else "v-MSE")
     fig.tight_layout()

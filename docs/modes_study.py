@@ -12,8 +12,8 @@ clips per seed, seeds 0 and 1:
     between-b0 / between      the same from its first and last frames, with PSNR to the true middle frames
     variation-b0 / variation  a clip with another prompt at strength 0.4 / 0.6 / 0.8 / 1
     animate-t1 / between-t1   as animate / between, the masked network's sampler started from pure noise (t = 1,
-                              mav.PICTURE_START) instead of its guess noised to t = 0.8 (the rows above: the shipped
-                              network's start_t, where the picture modes started before)
+                              mav.PICTURE_START) instead of its guess noised to t = 0.8 (the rows above: where the
+                              picture modes started before, the whole-frame network's start then)
 
     python docs/modes_study.py                          # every row, seeds 0 and 1
     python docs/modes_study.py --rows animate animate-b0 --seeds 0
@@ -47,7 +47,7 @@ ROWS = {  # name -> evaluate.py's arguments (besides --seed, --num-samples 100)
     "animate-t1": ["animate"],
     "between-t1": ["between"],
 }
-START_T = {"animate-b0": 0.8, "animate": 0.8, "between-b0": 0.8, "between": 0.8,  # the shipped network's start_t
+START_T = {"animate-b0": 0.8, "animate": 0.8, "between-b0": 0.8, "between": 0.8,  # from the guess, as before
            "animate-t1": 1.0, "between-t1": 1.0}  # where the picture modes' sampler starts: mav.PICTURE_START
 
 
