@@ -917,7 +917,7 @@ def training_masks(batch: int, frames: int, device, generator=None):
     return mask, stride
 
 
-def interp_example(model, clip, mask):
+def interp_example(clip, mask):
     """A training clip (b 1 f h w) in [-1, 1] and its known frames `mask` (b f) -> what the network learns to
     make (the difference to the guess), its conditioning, and the loss mask: the frames it must make."""
     cond, guess = masked_conditioning(clip, mask)
@@ -1030,7 +1030,7 @@ def noise_augment(x: torch.Tensor, t_aug: torch.Tensor, generator=None, eps=None
     return add_noise(x, eps.expand_as(x), logsnr), logsnr
 
 
-def sr_example(model, video):
+def sr_example(video):
     """A 64² training clip (b 1 f 64 64) in [0, 1] -> what the network learns to make (the difference to its
     32² version upsampled), and its conditioning: that upsampling noised to a random level, and the level."""
     guess = upsample(to_model(area_downsample(video)))
@@ -1183,7 +1183,7 @@ def interp_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled:
     """Clips with known frames (one of three tasks, §7), at their frame stride; the loss on the frames to make."""
     mask, stride = training_masks(r.batch, r.frames, data.device)
     video, labels = data.sample(r.batch, frames=r.frames, stride=stride)
-    x, cond, loss_mask = interp_example(model, to_model(area_downsample(video)), mask)
+    x, cond, loss_mask = interp_example(to_model(area_downsample(video)), mask)
     return diffusion_loss(model, x, text(training_prompts(labels, unlabeled)), loss_mask=loss_mask, stride=stride,
                           cond=cond, min_snr=r.min_snr)
 
@@ -1191,7 +1191,7 @@ def interp_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled:
 def sr_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
     """64² clips, given their 32² versions (§8)."""
     video, labels = data.sample(r.batch, frames=r.frames, stride=1.0)
-    x, cond, aug = sr_example(model, video)
+    x, cond, aug = sr_example(video)
     return diffusion_loss(model, x, text(training_prompts(labels, unlabeled)), cond=cond, aug=aug, min_snr=r.min_snr)
 
 

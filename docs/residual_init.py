@@ -31,11 +31,9 @@ def residual_weights(old: dict, model: mav.UNet) -> dict:
     convolution with fewer conditioning channels padded with zero weights (a channel it never read)."""
     state = {("stride_embed." + k[len("fps_embed."):] if k.startswith("fps_embed.") else k): v.float()
              for k, v in old.items()}
-    own = model.state_dict()
-    for key, weight in own.items():
-        if key in state and state[key].shape != weight.shape and key == "conv_in.spatial.weight":
-            extra = weight.shape[1] - state[key].shape[1]
-            state[key] = torch.cat([state[key], state[key].new_zeros(weight.shape[0], extra, *weight.shape[2:])], 1)
+    key = "conv_in.spatial.weight"                          # (out, z + conditioning channels, 3, 3)
+    old_in, new_in = state[key], model.state_dict()[key]
+    state[key] = torch.cat([old_in, old_in.new_zeros(new_in.shape[0], new_in.shape[1] - old_in.shape[1], 3, 3)], 1)
     return state
 
 
