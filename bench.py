@@ -105,7 +105,7 @@ def time_steps(args, device, fast: bool, cache):
     step_s = (time.perf_counter() - t0) / args.steps
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
-    return step_s, flops, peak, model.num_params(), lambda: one_step(run)
+    return step_s, flops, peak, sum(p.numel() for p in model.parameters()), lambda: one_step(run)
 
 
 def bench_train(args):

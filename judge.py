@@ -69,7 +69,7 @@ class JudgeConfig:
     features: int = 128   # width of the feature vector (what the Fréchet distance compares)
 
 
-class Judge(mav.Model):
+class Judge(nn.Module):
     """A 32² frame -> for each digit class, the logits of it appearing 0, 1 or 2 times."""
 
     def __init__(self, cfg: JudgeConfig):
@@ -117,7 +117,7 @@ def augment(frames: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def training_loss(judge: Judge, data: mav.MovingMNIST, recipe: mav.Recipe, text=None, unlabeled=False):
+def training_loss(judge: Judge, data: mav.MovingMNIST, recipe, text=None, unlabeled=False):
     """train.py's loss of the judge stage, with the cascade's stages' signature (mav.STAGE_LOSSES): a fresh
     batch of real single frames, augmented; it reads no text."""
     video, labels = data.sample(recipe.batch, frames=1)

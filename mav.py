@@ -22,15 +22,16 @@ This file reads top to bottom like the paper:
   6. Inflation   image weights -> video model (paper §3.3)
   7. Interp      masked frame interpolation / extrapolation, 16 -> 76 frames (§3.4)
   8. SR          video super-resolution 32² -> 64², noise-augmented (§3.4)
-  9. Stages      the four networks and how each is trained, in one table
+  9. Stages      the four networks, what each learns, and its loss
  10. Expert      beyond the paper: the image model keeps each frame's digits legible
  11. Cascade     prompt -> video -> interp -> SR, in one call (paper §3, Fig. 2)
 
 Shapes are written in einops notation: b batch, c channels, f frames, h w
 height width, l text tokens, d text width. Around it: train.py trains, sample.py
 samples, evaluate.py scores (with a digit judge of its own), bench.py times;
-pipeline.py holds the checkpoint files, the ranges of what a run or a call may
-ask for, and the loader of a folder; cli.py the command-line plumbing.
+pipeline.py holds the checkpoint files, the training recipes, the ranges of
+what a run or a call may ask for, and the loader of a folder; cli.py the
+command-line plumbing.
 """
 from __future__ import annotations
 
@@ -648,20 +649,6 @@ PRESETS = {
 }
 
 
-class Model(nn.Module):
-    """What every trained network here shares: a config, a parameter count, an optimizer recipe."""
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def configure_optimizers(self, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.99), device_type="cpu"):
-        """AdamW; weight decay on matrices and kernels only, never on biases and norms (as in nanoGPT)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
-                  dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
-
-
 class ResBlock(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, emb_dim: int, temporal: int):  # temporal: the conv's taps
         super().__init__()
@@ -695,7 +682,7 @@ class Block(nn.Module):
         return x if self.attn is None else self.attn(x, text.tokens, text.mask, frames)
 
 
-class UNet(Model):
+class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
@@ -841,18 +828,16 @@ def inflate(source_state: dict, cfg: UNetConfig) -> UNet:
 # One departure from the paper, for networks trained in minutes on a CPU: a
 # third input channel holds the known frames blended linearly in time
 # (temporal_fill, a good guess already), and the network makes the
-# *difference* to it, as the SR network does to bicubic (§8). A network that
-# makes whole frames first has to learn to copy what it is shown through
-# every layer, which a short run never finishes. Its sampler starts at t = RESIDUAL_START (0.8) from the
-# difference's mean, zero, noised (SDEdit from the guess): there z is noise all
-# but a tenth of its variance, and the network's x̂ at pure noise, which it met
-# rarely in training, never sets the course of its one step (measured on four
-# networks: docs/EVALUATION.md, "Interp and SR in today's form"). Animating a picture
-# and the motion between two are the exception: their guess is the picture
-# held still (or a cross-fade), and a sampler started from it keeps most of it,
-# so the digits hardly move (motion 0.020 against real clips' 0.047, 100
-# held-out clips); they take the video model's steps, from pure noise, and draw
-# the motion themselves (docs/ABLATIONS.md, "Every mode with the image expert").
+# *difference* to it, as the SR network does to bicubic (§8); a network that
+# makes whole frames must first learn to copy its input through every layer.
+# Its sampler starts at t = RESIDUAL_START from the difference's mean, zero,
+# noised (SDEdit from the guess): there z is noise but for a tenth of its
+# variance, and the x̂ at pure noise, which the network met rarely in training,
+# never sets the course of its one step. Animate and between are the
+# exception: a sampler started from a picture held still keeps it still, so
+# they take the video model's steps from pure noise and draw the motion
+# themselves. Measured: docs/EVALUATION.md ("Interp and SR in today's form"),
+# docs/ABLATIONS.md ("Every mode with the image expert").
 #
 # Training clips are rendered at 5x the base frame rate (stride 0.2: the same
 # motion, a fifth of the step between frames). A 16-frame window then holds 4
@@ -1070,17 +1055,15 @@ def super_resolve(model, low, text: Text, null: Text, framewise: bool = False, g
 # 9. Stages: the four networks, and how each is trained
 # =============================================================================
 # One table says how each network of the cascade is built (what it starts
-# from, how its UNetConfig differs), and one how each is trained (its
-# recipe). train.py reads a stage's row for a single run (`--stage video`, any
-# field overridden with `--recipe field=value`) and loops over the rows for
-# the whole chain (`--stage all`, each stage its recipe's steps: the same
-# checkpoints on a fast CPU and a slow one, only sooner or later);
-# sample.py runs the networks in this order. The judge that scores them
-# (evaluate.py) is trained by the same loop, so it has a recipe too.
-#
-# The recipes are the laptop chain's, chosen for the `cpu` preset on a 2-core
-# CPU without native bf16; what each choice bought is in docs/TRAINING.md,
-# with the GPU commands that made the shipped checkpoints.
+# from, how its UNetConfig differs) and what it learns; CASCADE is the order
+# sample.py runs them in. Each stage's loss makes one training step's batch on
+# the device (MovingMNIST renders it), drops its prompts to the empty prompt
+# with probability P_UNCOND (what classifier-free guidance needs) and returns
+# §3's v-MSE. The video stage adds single frames through the same network
+# (joint image-video training: the temporal layers are skipped on images, so
+# the text control learned on frames is kept). How long and how fast each is
+# trained (its recipe `r`: batch, frames, lr, EMA, steps, Min-SNR-γ) is
+# train.py's business, in pipeline.RECIPES.
 
 @dataclass(frozen=True)
 class Stage:
@@ -1102,51 +1085,11 @@ STAGES = {
 CASCADE = ("video", "interp", "sr")  # the stages a prompt runs through, in order (sample.py --stages)
 
 
-@dataclass(frozen=True)
-class Recipe:
-    batch: int                  # examples per step: single frames (image, judge) or clips
-    frames: int                 # frames per example (1: single frames)
-    lr: float                   # peak learning rate, reached by a linear warm-up
-    warmup: int                 # warm-up steps
-    cooldown: float             # the last share of the run over which the lr falls linearly to 0
-    min_snr: float              # Min-SNR-γ loss weight (diffusion_loss); 0: the plain v-MSE
-    ema_decay: float            # decay of the EMA of the weights: what is saved and sampled
-    joint_images: int = 0       # video: single frames with their prompts added to every step (joint training)
-    guidance: float = 1.0       # the guidance weight it is sampled at, recorded in its checkpoint (1: unguided)
-    scratch: bool = False       # video: fresh weights, no image model inflated (the ablation of §3.3's claim)
-    temporal_only: bool = False # video: only the temporal layers learn; the image model's spatial layers stay frozen
-    steps: int = 5000           # optimizer steps of a run (train.py --steps changes it)
-
-
-
-RECIPES = {
-    # image and video at guidance 7: at 3, a laptop's video model names the pair as often but lets its
-    # digits switch more. Interp and SR weight their loss plainly: their few-step samplers start from the
-    # x̂ at (nearly) pure noise, where Min-SNR's weight is ~0. The steps make the laptop chain (train.py
-    # --stage all): about two hours on a 2-core CPU (docs/TRAINING.md).
-    "image": Recipe(batch=32, frames=1, lr=1e-3, warmup=100, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
-                    guidance=7.0, steps=17400),
-    "video": Recipe(batch=4, frames=16, lr=5e-4, warmup=50, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
-                    joint_images=16, guidance=7.0, steps=2000),
-    "interp": Recipe(batch=4, frames=16, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, steps=1700),
-    "sr": Recipe(batch=2, frames=8, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, steps=1600),
-    "judge": Recipe(batch=256, frames=1, lr=2e-4, warmup=200, cooldown=0.0, min_snr=0.0, ema_decay=0.999, steps=3000),
-}
-
-
 def stage_config(stage: str, preset: str, source: UNetConfig | None = None, changes: dict | None = None) -> UNetConfig:
     """The UNetConfig of `stage`: the one of the model it starts from (or the preset's), changed as the table
     says, and by `changes` (the temporal switches of an ablation)."""
     return replace(source or UNetConfig(**PRESETS[preset]), **STAGES[stage].unet, **(changes or {}))
 
-
-# --- Each stage's loss on a fresh batch: what one training step minimises ----------------------------
-# The batch is made on the device from the recipe (MovingMNIST renders it), its
-# prompts dropped to the empty prompt with probability P_UNCOND (what
-# classifier-free guidance needs), and the loss is §3's v-MSE, weighted by
-# Min-SNR-γ where the recipe says so. The video stage adds single frames
-# through the same network (joint image-video training: the temporal layers
-# are skipped on images, so the text control learned on frames is kept).
 
 def training_prompts(labels: torch.Tensor, unlabeled: bool = False) -> torch.Tensor:
     """A batch's labels (b 2) -> prompt ids, each the empty prompt with probability P_UNCOND (all of them
@@ -1164,12 +1107,12 @@ def training_frames(data: MovingMNIST, n: int, unlabeled: bool = False):
     return to_model(area_downsample(video))[:, :, 0], training_prompts(labels, unlabeled)
 
 
-def image_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+def image_loss(model, data: MovingMNIST, r, text: TextCache, unlabeled: bool = False):
     x, ids = training_frames(data, r.batch, unlabeled)
     return diffusion_loss(model, x, text(ids), min_snr=r.min_snr)
 
 
-def video_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+def video_loss(model, data: MovingMNIST, r, text: TextCache, unlabeled: bool = False):
     video, labels = data.sample(r.batch, frames=r.frames, stride=1.0)
     x, stride = to_model(area_downsample(video)), torch.ones(r.batch, device=data.device)
     loss = diffusion_loss(model, x, text(training_prompts(labels, unlabeled)), stride=stride, min_snr=r.min_snr)
@@ -1179,7 +1122,7 @@ def video_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: 
     return loss
 
 
-def interp_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+def interp_loss(model, data: MovingMNIST, r, text: TextCache, unlabeled: bool = False):
     """Clips with known frames (one of three tasks, §7), at their frame stride; the loss on the frames to make."""
     mask, stride = training_masks(r.batch, r.frames, data.device)
     video, labels = data.sample(r.batch, frames=r.frames, stride=stride)
@@ -1188,7 +1131,7 @@ def interp_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled:
                           cond=cond, min_snr=r.min_snr)
 
 
-def sr_loss(model, data: MovingMNIST, r: Recipe, text: TextCache, unlabeled: bool = False):
+def sr_loss(model, data: MovingMNIST, r, text: TextCache, unlabeled: bool = False):
     """64² clips, given their 32² versions (§8)."""
     video, labels = data.sample(r.batch, frames=r.frames, stride=1.0)
     x, cond, aug = sr_example(video)

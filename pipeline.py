@@ -5,7 +5,7 @@ mav.py is the method; what a reader of the method can skip lives here:
 
   1. Checkpoint files   safetensors + JSON, written atomically, read with every check
   2. The text cache     the training prompts' embeddings, kept beside the checkpoints
-  3. Ranges             of a training recipe and of a cascade call: one line for each bad value
+  3. Recipes, ranges    how each stage is trained; what a recipe or a call may ask: one line for each bad value
   4. Pipeline           mav.Cascade loaded from a folder, its calls checked before any step
 
     from pipeline import Pipeline
@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -267,8 +267,46 @@ def load_text_cache(folder: str, encoder_name: str = mav.DEFAULT_TEXT_ENCODER, w
 
 
 # =============================================================================
-# 3. Ranges: of a training recipe and of a cascade call
+# 3. Recipes, and the ranges of a recipe and of a cascade call
 # =============================================================================
+# How each stage is trained: one row per network (mav.STAGES says what it is), read by train.py for a single
+# run (`--stage video`, any field changed with `--recipe field=value`) and row by row for the whole chain
+# (`--stage all`, each stage its recipe's steps: the same checkpoints on a fast CPU and a slow one, only
+# sooner or later). The judge that scores them (evaluate.py) is trained by the same loop, so it has a row too.
+# The rows are the laptop chain's, chosen for the `cpu` preset on a 2-core CPU without native bf16; what each
+# choice bought is in docs/TRAINING.md, with the GPU commands that made the shipped checkpoints.
+
+@dataclass(frozen=True)
+class Recipe:
+    batch: int                  # examples per step: single frames (image, judge) or clips
+    frames: int                 # frames per example (1: single frames)
+    lr: float                   # peak learning rate, reached by a linear warm-up
+    warmup: int                 # warm-up steps
+    cooldown: float             # the last share of the run over which the lr falls linearly to 0
+    min_snr: float              # Min-SNR-γ loss weight (diffusion_loss); 0: the plain v-MSE
+    ema_decay: float            # decay of the EMA of the weights: what is saved and sampled
+    joint_images: int = 0       # video: single frames with their prompts added to every step (joint training)
+    guidance: float = 1.0       # the guidance weight it is sampled at, recorded in its checkpoint (1: unguided)
+    scratch: bool = False       # video: fresh weights, no image model inflated (the ablation of §3.3's claim)
+    temporal_only: bool = False # video: only the temporal layers learn; the image model's spatial layers stay frozen
+    steps: int = 5000           # optimizer steps of a run (train.py --steps changes it)
+
+
+RECIPES = {
+    # image and video at guidance 7: at 3, a laptop's video model names the pair as often but lets its
+    # digits switch more. Interp and SR weight their loss plainly: their one-step samplers start at
+    # t = RESIDUAL_START (SNR 0.1), where Min-SNR's weight is 0.1. The steps make the laptop chain (train.py
+    # --stage all): about two hours on a 2-core CPU (docs/TRAINING.md).
+    "image": Recipe(batch=32, frames=1, lr=1e-3, warmup=100, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
+                    guidance=7.0, steps=17400),
+    "video": Recipe(batch=4, frames=16, lr=5e-4, warmup=50, cooldown=0.3, min_snr=5.0, ema_decay=0.99,
+                    joint_images=16, guidance=7.0, steps=2000),
+    "interp": Recipe(batch=4, frames=16, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, steps=1700),
+    "sr": Recipe(batch=2, frames=8, lr=1e-3, warmup=20, cooldown=0.3, min_snr=0.0, ema_decay=0.99, steps=1600),
+    "judge": Recipe(batch=256, frames=1, lr=2e-4, warmup=200, cooldown=0.0, min_snr=0.0, ema_decay=0.999, steps=3000),
+}
+
+
 # The range of every recipe number: what a real run can use. Sizes beyond these are refused here; sizes
 # within them that the machine cannot hold are refused by train.py's memory estimate, before any work.
 RECIPE_RANGES = {
@@ -288,7 +326,7 @@ RECIPE_RANGES = {
 }
 
 
-def check_recipe(recipe: mav.Recipe, stage: str):
+def check_recipe(recipe: Recipe, stage: str):
     """Raise ValueError (one line) where `recipe` cannot train `stage`: a field outside its range
     (RECIPE_RANGES), or one that does nothing for the stage."""
     for name, (low, high, why) in RECIPE_RANGES.items():

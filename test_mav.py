@@ -147,7 +147,7 @@ SMALL_BATCHES = {"image": dict(batch=4), "video": dict(batch=1, frames=4, joint_
 
 def small_chain_recipes(monkeypatch):
     for stage, changes in SMALL_BATCHES.items():
-        monkeypatch.setitem(mav.RECIPES, stage, mav.replace(mav.RECIPES[stage], **changes))
+        monkeypatch.setitem(pipeline.RECIPES, stage, mav.replace(pipeline.RECIPES[stage], **changes))
 
 
 @pytest.fixture
@@ -898,7 +898,7 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
 def test_tiny_model_loss_falls_on_a_fixed_batch(cache):
     torch.manual_seed(0)
     model = mav.UNet(TINY)
-    optimizer = model.configure_optimizers(lr=2e-3)
+    optimizer = train.adamw(model, lr=2e-3)
     video, labels = mav.MovingMNIST("train").sample(16, frames=1, generator=torch.Generator().manual_seed(0))
     x, text = mav.to_model(mav.area_downsample(video))[:, :, 0], cache(mav.prompt_ids(labels))
     losses = []
@@ -1013,7 +1013,7 @@ def test_train_bench_prints_every_key(cache_dir, capsys, stage):
     assert TRAIN_BENCH_KEYS <= set(result) and result["stage"] == stage
     assert result["flops_per_step"] > 0 and result["step_s"] > 0 and result["plain_step_s"] > 0
     assert result["mfu"] is None and result["device"].startswith("cpu")  # no published peak for a CPU
-    assert result["batch"] == 1 and result["joint_images"] == mav.RECIPES[stage].joint_images
+    assert result["batch"] == 1 and result["joint_images"] == pipeline.RECIPES[stage].joint_images
 
 
 def test_train_init_fine_tunes_a_checkpoint(cascade, tmp_path):
@@ -1054,7 +1054,7 @@ def test_train_without_warmup(cache_dir, tmp_path):
         tiny_image_run(out, 2, "--recipe", f"warmup={warmup}", "cooldown=0")
         lrs[warmup] = [float(line.split(" lr ")[1].split()[0]) for line in open(out / "image.log") if " lr " in line]
         assert pipeline.checkpoint_meta(str(out), "image")["step"] == 2
-    lr = mav.RECIPES["image"].lr
+    lr = pipeline.RECIPES["image"].lr
     assert lrs == {0: [lr, lr], 4: [lr / 4, lr / 2]}
 
 
@@ -1064,16 +1064,16 @@ def test_the_chain_and_a_single_stage_train_the_recipes_steps():
         assert source is None or train_setup.CHAIN.index(source) < i, stage
     assert set(train_setup.CHAIN) == set(mav.STAGES)
     chain = train_setup.chain_steps(SimpleNamespace(steps=None))
-    assert chain == {stage: mav.RECIPES[stage].steps for stage in train_setup.CHAIN}
+    assert chain == {stage: pipeline.RECIPES[stage].steps for stage in train_setup.CHAIN}
     assert set(train_setup.chain_steps(SimpleNamespace(steps=3)).values()) == {3}
     own_image = ["--stage", "video", "--out", os.path.join(SHIPPED, "cpu"), "--overwrite"]  # parsed, not run
     args = train_setup.parse_args(own_image)
-    assert args.recipe == mav.RECIPES["video"] and args.recipe.steps == chain["video"]  # one recipe: the chain's
+    assert args.recipe == pipeline.RECIPES["video"] and args.recipe.steps == chain["video"]  # one recipe: the chain's
     assert train_setup.parse_args([*own_image, "--steps", "7"]).recipe.steps == 7
 
 
 def test_the_learning_rate_warms_up_then_cools_down_to_zero_by_steps_not_time():
-    recipe = mav.Recipe(batch=1, frames=1, lr=1e-3, warmup=10, cooldown=0.3, min_snr=0, ema_decay=0.9, steps=1000)
+    recipe = pipeline.Recipe(batch=1, frames=1, lr=1e-3, warmup=10, cooldown=0.3, min_snr=0, ema_decay=0.9, steps=1000)
     run = SimpleNamespace(recipe=recipe, step=4)  # whatever the time it has run: the rate reads only steps
     lr = lambda: train.learning_rate(run.recipe, run.step)
     assert math.isclose(lr(), 5e-4)                         # warming up: step 5 of 10
@@ -1125,10 +1125,10 @@ def test_the_chain_makes_the_same_checkpoints_on_a_slow_machine_and_across_a_tim
     video, interp, sr = (pipeline.checkpoint_meta(str(slow), stage) for stage in ("video", "interp", "sr"))
     assert video["step"] == 2 and video["image_step"] == 2 and interp["video_step"] == 2
     for stage, meta in (("video", video), ("interp", interp), ("sr", sr)):  # each trained by its recipe
-        assert meta["recipe"] == asdict(mav.replace(mav.RECIPES[stage], steps=2)), stage
+        assert meta["recipe"] == asdict(mav.replace(pipeline.RECIPES[stage], steps=2)), stage
     assert pipeline.load_checkpoint(str(slow), "sr")[0].cfg.noise_cond
     # the chain's guidance is recorded with the image and video models and is sample.py's default for them, not a rule
-    assert video["guidance"] == mav.RECIPES["video"].guidance == 7 and "guidance" not in sr
+    assert video["guidance"] == pipeline.RECIPES["video"].guidance == 7 and "guidance" not in sr
     assert sample.parse_args(["--checkpoints", str(slow)]).guidance == 7
     assert sample.parse_args(["--checkpoints", str(slow), "--guidance", "2"]).guidance == 2.0
 
@@ -1570,7 +1570,7 @@ def test_pair_index_matches_the_pair_table():
 def test_judge_learns_digit_counts():
     torch.manual_seed(0)
     model = judge.Judge(judge.JudgeConfig(width=8, features=32))
-    optimizer = model.configure_optimizers(lr=3e-3)
+    optimizer = train.adamw(model, lr=3e-3)
     video, labels = mav.MovingMNIST("train").sample(64, frames=1, generator=torch.Generator().manual_seed(0))
     frames = mav.area_downsample(video)[:, :, 0]
     losses = []
@@ -2026,7 +2026,7 @@ def test_weights_past_fp16s_range_are_never_saved_and_broken_checkpoints_never_l
     (out / "image-train.pt").unlink()
     (out / "image.safetensors").unlink()
     args = train_setup.parse_args(["--stage", "image", "--preset", "tiny", "--out", str(out)])
-    trainer = train.Trainer(args, "image", mav.RECIPES["image"])
+    trainer = train.Trainer(args, "image", pipeline.RECIPES["image"])
     with torch.no_grad():
         next(trainer.ema.parameters()).fill_(1e5)
     with pytest.raises(SystemExit) as exit_info:
@@ -2141,8 +2141,8 @@ def test_chain_refuses_another_runs_folder(cache_dir, tmp_path, capsys):
     shutil.copytree(cache_dir, out)
     tiny_image_run(out, 1)  # a single-stage run, not a chain
     capsys.readouterr()
-    assert pipeline.checkpoint_meta(str(out), "image")["guidance"] == mav.RECIPES["image"].guidance  # one recipe
-    assert sample.parse_args(["--checkpoints", str(out), "--stages", "image"]).guidance == mav.RECIPES["image"].guidance
+    assert pipeline.checkpoint_meta(str(out), "image")["guidance"] == pipeline.RECIPES["image"].guidance  # one recipe
+    assert sample.parse_args(["--checkpoints", str(out), "--stages", "image"]).guidance == pipeline.RECIPES["image"].guidance
     expect_one_line_error(capsys, tiny_chain, out, "already holds image.json: continue that chain with --resume")
     with pytest.raises(SystemExit) as exit_info:
         tiny_chain(out, "--resume")

@@ -10,7 +10,7 @@ Train one stage of the Make-A-Video cascade on Moving MNIST, or all four in turn
     python train.py --stage all                   # image -> video -> interp -> sr, on a laptop
     python train.py --stage video --model temporal_attention=0   # an ablation (docs/ABLATIONS.md)
 
-Every stage trains by its row of mav.RECIPES, for its steps (change any field with --recipe FIELD=VALUE,
+Every stage trains by its row of pipeline.RECIPES, for its steps (change any field with --recipe FIELD=VALUE,
 the steps with --steps) and writes
 <out>/<stage>.safetensors + .json (EMA weights, what sampling uses), <out>/<stage>-train.pt (the full
 state, for --resume), <out>/<stage>.log (the loss) and sample grids under <out>/samples/.
@@ -38,7 +38,7 @@ import train_setup
 from train_setup import CHAIN, SaveFailed
 
 # =============================================================================
-# 1. The step: a stage's loss on a fresh batch, one optimizer step, the learning rate
+# 1. The step: a stage's loss on a fresh batch, AdamW, one optimizer step, the learning rate
 # =============================================================================
 
 # every trainable network's loss on a fresh batch: the cascade's stages (mav.STAGE_LOSSES) and the judge
@@ -50,13 +50,22 @@ class StageLoss(torch.nn.Module):
     DistributedDataParallel wraps (the video stage's clip and joint-image losses are two forward passes of
     one step)."""
 
-    def __init__(self, model, stage: str, recipe: mav.Recipe, cache, device, unlabeled: bool = False):
+    def __init__(self, model, stage: str, recipe: pipeline.Recipe, cache, device, unlabeled: bool = False):
         super().__init__()
         self.model, self.loss, self.recipe, self.cache, self.unlabeled = model, LOSSES[stage], recipe, cache, unlabeled
         self.data = mav.MovingMNIST("train", device)
 
     def forward(self):
         return self.loss(self.model, self.data, self.recipe, self.cache, self.unlabeled)
+
+
+def adamw(model, lr: float, device_type: str = "cpu", weight_decay: float = 0.01, betas=(0.9, 0.99)):
+    """AdamW on the trainable weights; weight decay on matrices and kernels only, never on biases and norms
+    (as in nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
+              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
 
 
 def optimizer_step(step_loss, model, optimizer, autocast, scaler):
@@ -74,7 +83,7 @@ def optimizer_step(step_loss, model, optimizer, autocast, scaler):
     return loss
 
 
-def learning_rate(recipe: mav.Recipe, step: int) -> float:
+def learning_rate(recipe: pipeline.Recipe, step: int) -> float:
     """Linear warm-up to the recipe's lr, then constant; over its last `cooldown` of the run, down to 0.
     How far the run is counts in steps, never in time, so that a slow machine trains the same model."""
     lr = recipe.lr * min(1.0, (step + 1) / max(1, recipe.warmup))
@@ -186,7 +195,7 @@ class Trainer:
     """One run of one stage by its recipe, on every rank of a torchrun: set up or resume, then loop,
     checking and saving as it goes, then finish. `args` is the command's, read and never changed."""
 
-    def __init__(self, args, stage: str, recipe: mav.Recipe, resume=None, started: float | None = None):
+    def __init__(self, args, stage: str, recipe: pipeline.Recipe, resume=None, started: float | None = None):
         # started: when --time-limit's minutes began (a chain's stages share the chain's); else at the first step
         self.args, self.stage, self.recipe, self.started = args, stage, recipe, started
         self.rank, self.world, device = setup_distributed(args.device)
@@ -201,7 +210,7 @@ class Trainer:
         if args.unlabeled or recipe.temporal_only:
             train_only_temporal(self.model)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.optimizer = self.model.configure_optimizers(recipe.lr, device_type=self.device.type)
+        self.optimizer = adamw(self.model, recipe.lr, self.device.type)
         self.step = self.saved_step = train_setup.restore(state, self.ema, self.optimizer, args.seed, self.rank,
                                                           self.world, self.device)
         self.t_start = time.time() - (state or {}).get("train_seconds", 0.0)
@@ -364,7 +373,7 @@ def finish(trainer: Trainer):
 # 4. The whole method in one command (--stage all)
 # =============================================================================
 
-def fresh_steps(model, stage: str, recipe: mav.Recipe, cache, device, precision: str, plain: bool = False):
+def fresh_steps(model, stage: str, recipe: pipeline.Recipe, cache, device, precision: str, plain: bool = False):
     """Training steps of a fresh `model` for `stage`, as a run takes them (plain: fp32 and an unfused AdamW,
     bench.py's baseline) -> (its StageLoss, one_step(module): one optimizer step through module -> the loss).
     The chain times two of them (step_seconds), bench.py more."""
@@ -373,13 +382,13 @@ def fresh_steps(model, stage: str, recipe: mav.Recipe, cache, device, precision:
         train_only_temporal(model)
     step_loss = StageLoss(model, stage, recipe, cache, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, foreach=False, fused=False) if plain else \
-        model.configure_optimizers(recipe.lr, device_type=device.type)
+        adamw(model, recipe.lr, device.type)
     autocast = cli.autocast(device, "fp32" if plain else precision)
     scaler = torch.amp.GradScaler(device.type, enabled=not plain and precision == "fp16")
     return step_loss, lambda module: optimizer_step(module, model, optimizer, autocast, scaler)
 
 
-def step_seconds(args, stage: str, recipe: mav.Recipe, cache) -> float:
+def step_seconds(args, stage: str, recipe: pipeline.Recipe, cache) -> float:
     """Seconds of one training step of `stage` here: two steps of a fresh network, after one to warm up.
     (It leaves the run as it would be without it: every stage's Trainer seeds its own random streams.)"""
     device = torch.device(args.device)
@@ -437,7 +446,7 @@ def train_chain(args):
     if not todo:
         print(f"chain done already, every stage in {args.out}/: python sample.py --checkpoints {args.out}")
         return
-    recipes = {stage: replace(mav.RECIPES[stage], steps=steps[stage]) for stage in CHAIN}
+    recipes = {stage: replace(pipeline.RECIPES[stage], steps=steps[stage]) for stage in CHAIN}
     cache = pipeline.load_text_cache(args.out)
     step_s = {stage: step_seconds(args, stage, recipes[stage], cache) for stage in todo}
     print(f"chain: {' -> '.join(f'{stage} {steps[stage]:,}' for stage in CHAIN)} steps into {args.out}/; "

@@ -73,8 +73,8 @@ def parser():
                            f"the video stage's is its image model's: {SHIPPED_IMAGE_PRESET} (the shipped GPU image "
                            "model) where --out holds none of its own")
     what.add_argument("--recipe", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
-                      help="change the stage's recipe (mav.RECIPES), e.g. --recipe batch=256 lr=1e-3; fields: "
-                           + ", ".join(f.name for f in fields(mav.Recipe) if f.name != "steps"))
+                      help="change the stage's recipe (pipeline.RECIPES), e.g. --recipe batch=256 lr=1e-3; fields: "
+                           + ", ".join(f.name for f in fields(pipeline.Recipe) if f.name != "steps"))
     what.add_argument("--model", nargs="+", action="extend", default=None, metavar="FIELD=VALUE",
                       help="video or sr stage: switch a part of its temporal layers off, to measure what it buys "
                            "(docs/ABLATIONS.md), e.g. --model temporal_kernel=1; fields: " + ", ".join(SWITCHES))
@@ -128,7 +128,7 @@ def check_args(p, args):
     """Every number and combination checked (one line, exit 2, before anything is built)."""
     given = [name for name in ONE_STAGE_FLAGS if getattr(args, name)]
     if args.stage == "all" and given:
-        p.error(f"--{given[0]} applies to one stage: --stage all trains every stage by its recipe (mav.RECIPES)")
+        p.error(f"--{given[0]} applies to one stage: --stage all trains every stage by its recipe (pipeline.RECIPES)")
     for name in POSITIVE:
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -172,11 +172,11 @@ IDLE_FIELDS = {"judge": {"guidance": "the judge is a classifier: nothing is samp
 
 
 def recipe_of(p, stage: str, overrides: list[str], unlabeled: bool = False, steps: int | None = None,
-              row: mav.Recipe | None = None) -> mav.Recipe:
-    """The stage's row of mav.RECIPES (or `row`) with --recipe's FIELD=VALUE changes (and --steps), checked."""
-    row = row or mav.RECIPES[stage]
+              row: pipeline.Recipe | None = None) -> pipeline.Recipe:
+    """The stage's row of pipeline.RECIPES (or `row`) with --recipe's FIELD=VALUE changes (and --steps), checked."""
+    row = row or pipeline.RECIPES[stage]
     row = replace(row, steps=steps or row.steps)
-    changes = parsed_changes(p, "--recipe", overrides, {f.name: getattr(row, f.name) for f in fields(mav.Recipe)
+    changes = parsed_changes(p, "--recipe", overrides, {f.name: getattr(row, f.name) for f in fields(pipeline.Recipe)
                                                          if f.name != "steps"})
     idle = [name for name in changes if name in IDLE_FIELDS.get(stage, ())]
     if idle:
@@ -210,7 +210,7 @@ def model_changes(p, stage: str, items: list[str]) -> dict:
     return changes
 
 
-def check_memory(p, stage: str, preset: str, recipe: mav.Recipe, model_changes: dict, device: str):
+def check_memory(p, stage: str, preset: str, recipe: pipeline.Recipe, model_changes: dict, device: str):
     """Refuse, by arithmetic and before anything is built, a step the machine cannot hold: the activations
     that backward keeps, about ACTIVATION_WORDS floats per channel and pixel of every level (measured:
     bench.py's peak memory, base preset video step), against the memory free on the device."""
@@ -231,10 +231,10 @@ def check_memory(p, stage: str, preset: str, recipe: mav.Recipe, model_changes: 
 ACTIVATION_WORDS = 32  # the base video step of 4 clips + 16 frames peaks at 1.5 GiB: ~53 words; 32 is a floor
 
 
-def describe(model, stage: str, recipe: mav.Recipe, args, world: int, device, text_encoder):
+def describe(model, stage: str, recipe: pipeline.Recipe, args, world: int, device, text_encoder):
     """The run's first lines: the network, what trains, the recipe (and a video network's temporal layers)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"{stage}: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
+    print(f"{stage}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
           f"preset {args.preset}, {world} process{'es' if world > 1 else ''}, {args.precision} on "
           f"{device}, text {text_encoder}, out {args.out}/\n  recipe: "
           + ", ".join(f"{k} {v:g}" for k, v in asdict(recipe).items()))
@@ -245,7 +245,7 @@ def describe(model, stage: str, recipe: mav.Recipe, args, world: int, device, te
 
 def chain_steps(args) -> dict:
     """Each stage's steps: its recipe's, or --steps for every stage."""
-    return {stage: args.steps or mav.RECIPES[stage].steps for stage in CHAIN}
+    return {stage: args.steps or pipeline.RECIPES[stage].steps for stage in CHAIN}
 
 
 # =============================================================================
@@ -492,10 +492,10 @@ def shipped_image(args) -> str | None:
     return folder if folder and os.path.exists(os.path.join(folder, "image.json")) else None
 
 
-def from_shipped_image(folder: str) -> mav.Recipe:
+def from_shipped_image(folder: str) -> pipeline.Recipe:
     """The video recipe for a shipped image model: FROM_SHIPPED_IMAGE, sampled at the image model's guidance."""
     guidance = pipeline.checkpoint_meta(folder, "image").get("guidance", mav.GUIDANCE)
-    return replace(mav.RECIPES["video"], guidance=guidance, **FROM_SHIPPED_IMAGE)
+    return replace(pipeline.RECIPES["video"], guidance=guidance, **FROM_SHIPPED_IMAGE)
 
 
 def adopt_shipped_image(args) -> str:
@@ -531,7 +531,7 @@ def load_source(out, preset, stage, needed_by):
     return model, meta
 
 
-def build_model(args, stage, recipe: mav.Recipe):
+def build_model(args, stage, recipe: pipeline.Recipe):
     """-> (model, its text encoder, meta of its origin): what mav.STAGES says the stage starts from.
 
     image and sr: new UNets (sr at 64², with the upsampled low-res video as an input channel and its

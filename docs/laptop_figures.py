@@ -22,7 +22,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 import study  # noqa: E402,F401  (the repository on the import path)
 import cli  # noqa: E402
-import mav  # noqa: E402
 import pipeline  # noqa: E402
 import sample  # noqa: E402
 
@@ -51,7 +50,7 @@ def loss_curves(folder, out):
         ax.set_title(stage)
         ax.set_xlabel("minutes")
         ax.set_ylim(0, np.percentile(loss, 99))
-        gamma = pipeline.checkpoint_meta(folder, stage).get("recipe", {}).get("min_snr", mav.RECIPES[stage].min_snr)
+        gamma = pipeline.checkpoint_meta(folder, stage).get("recipe", {}).get("min_snr", pipeline.RECIPES[stage].min_snr)
         guess = {"interp": "the blend", "sr": "bicubic"}.get(stage)  # interp and SR make the difference to it
         ax.set_ylabel(f"Min-SNR-{gamma:g} weighted v-MSE" if gamma else
                       f"v-MSE, difference to {guess}" if guess else "v-MSE")
