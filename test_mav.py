@@ -1341,14 +1341,18 @@ def test_cascade_writes_76_frames_at_64(cascade, tmp_path, capsys):
 
 def test_the_readmes_python_makes_the_video_sample_py_makes(cascade, tmp_path, monkeypatch, capsys):
     """The README's Python snippet, run as written (on the tiny cascade, in a scratch folder), writes the same
-    GIF as sample.py with the same prompt and seed at fp32 (Python runs without autocast)."""
+    GIF as sample.py with the same prompt and seed at fp32 (Python runs without autocast). Both ask the sampler
+    for their default steps (recorded, and compared); it takes at most 2 of them, for time."""
     readme = open(os.path.join(HERE, "README.md")).read()
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert 'pipeline.Pipeline.load("checkpoints")' in snippet and len(snippet.strip().splitlines()) <= 4
+    asked, real = [], mav.sample
+    monkeypatch.setattr(mav, "sample", lambda *a, steps, **kw: (asked.append(steps), real(*a, steps=min(steps, 2), **kw))[1])
     monkeypatch.chdir(tmp_path)
     exec(snippet.replace('"checkpoints"', repr(str(cascade))), {})
-    written = [f for f in os.listdir(tmp_path) if f.endswith(".gif")]
+    written, by_python = [f for f in os.listdir(tmp_path) if f.endswith(".gif")], asked[:]
     sample.main(["--checkpoints", str(cascade), "--precision", "fp32", "--out", str(tmp_path / "sample.gif")])
+    assert by_python == asked[len(by_python):] == [mav.STEPS["video"], mav.STEPS["interp"], mav.STEPS["sr"]]
     assert len(written) == 1 and (tmp_path / written[0]).read_bytes() == (tmp_path / "sample.gif").read_bytes()
 
 
@@ -1727,6 +1731,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py", "residual_init.py"}  # the helper; its own test
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(docs)  # as `python docs/<script>` has it
+    real = mav.sample  # what a study draws at the default steps (30: its base clips, its strips) takes 2, for time
+    monkeypatch.setattr(mav, "sample", lambda *a, steps=mav.STEPS["video"], **kw: real(*a, steps=min(steps, 2), **kw))
     for script, *argv in runs:
         monkeypatch.setattr(sys, "argv", [os.path.join(docs, script), *argv])
         runpy.run_path(os.path.join(docs, script), run_name="__main__")

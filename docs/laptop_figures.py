@@ -70,14 +70,18 @@ def side_by_side(folder, out, other=cli.SHIPPED, extra=(), prompts=PROMPTS):
     iio.imwrite(out, frames, duration=50, loop=0)
 
 
-if __name__ == "__main__":
+def main(argv=None):
     p = argparse.ArgumentParser(description="The README's laptop pictures, from a finished chain.")
     p.add_argument("chain", nargs="?", default="runs/cpu")
     p.add_argument("--out", default=HERE, help="folder of the PNG and the GIF")
     p.add_argument("--other", default=cli.SHIPPED, help="the checkpoints shown below the chain's")
     p.add_argument("--steps", nargs="+", default=[], help="sample.py --steps for both")
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the 8 prompts")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     loss_curves(args.chain, os.path.join(args.out, "laptop_loss.png"))
     side_by_side(args.chain, os.path.join(args.out, "laptop_vs_gpu.gif"), args.other,
                  ["--steps", *args.steps] if args.steps else [], PROMPTS[:args.prompts])
+
+
+if __name__ == "__main__":
+    main()
