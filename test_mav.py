@@ -1347,7 +1347,11 @@ def test_the_readmes_python_makes_the_video_sample_py_makes(cascade, tmp_path, m
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert 'pipeline.Pipeline.load("checkpoints")' in snippet and len(snippet.strip().splitlines()) <= 4
     asked, real = [], mav.sample
-    monkeypatch.setattr(mav, "sample", lambda *a, steps, **kw: (asked.append(steps), real(*a, steps=min(steps, 2), **kw))[1])
+
+    def sample_recording_steps(*args, steps, **kw):
+        asked.append(steps)
+        return real(*args, steps=min(steps, 2), **kw)
+    monkeypatch.setattr(mav, "sample", sample_recording_steps)
     monkeypatch.chdir(tmp_path)
     exec(snippet.replace('"checkpoints"', repr(str(cascade))), {})
     written, by_python = [f for f in os.listdir(tmp_path) if f.endswith(".gif")], asked[:]

@@ -47,7 +47,8 @@ def convert(source: str, out: str, stage: str):
     kept = {k: meta[k] for k in ("preset", "text_encoder") if k in meta}
     pipeline.save_checkpoint(out, stage, model, {**kept, "step": 0, "made_from": f"{source}/{stage}, whole frames, "
                                                  f"{meta.get('step', 0) + meta.get('init_step', 0)} steps"})
-    print(f"{stage}: {source}/{stage} -> {out}/{stage} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+    weights = sum(p.numel() for p in model.parameters())
+    print(f"{stage}: {source}/{stage} -> {out}/{stage} ({weights / 1e6:.2f}M parameters)")
 
 
 def main(argv=None):
