@@ -116,6 +116,17 @@ def cascade(trained, tmp_path_factory):
     return out
 
 
+def sample_at_most_2_steps(monkeypatch) -> list:
+    """mav.sample takes at most 2 of the steps it is asked for, for time -> the list of the steps asked."""
+    asked, real = [], mav.sample
+
+    def sample(*args, steps=mav.STEPS["video"], **kw):
+        asked.append(steps)
+        return real(*args, steps=min(steps, 2), **kw)
+    monkeypatch.setattr(mav, "sample", sample)
+    return asked
+
+
 def expect_one_line_error(capsys, main, argv, needle):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -1346,12 +1357,7 @@ def test_the_readmes_python_makes_the_video_sample_py_makes(cascade, tmp_path, m
     readme = open(os.path.join(HERE, "README.md")).read()
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert 'pipeline.Pipeline.load("checkpoints")' in snippet and len(snippet.strip().splitlines()) <= 4
-    asked, real = [], mav.sample
-
-    def sample_recording_steps(*args, steps, **kw):
-        asked.append(steps)
-        return real(*args, steps=min(steps, 2), **kw)
-    monkeypatch.setattr(mav, "sample", sample_recording_steps)
+    asked = sample_at_most_2_steps(monkeypatch)
     monkeypatch.chdir(tmp_path)
     exec(snippet.replace('"checkpoints"', repr(str(cascade))), {})
     written, by_python = [f for f in os.listdir(tmp_path) if f.endswith(".gif")], asked[:]
@@ -1735,8 +1741,7 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
     assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py", "residual_init.py"}  # the helper; its own test
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(docs)  # as `python docs/<script>` has it
-    real = mav.sample  # what a study draws at the default steps (30: its base clips, its strips) takes 2, for time
-    monkeypatch.setattr(mav, "sample", lambda *a, steps=mav.STEPS["video"], **kw: real(*a, steps=min(steps, 2), **kw))
+    sample_at_most_2_steps(monkeypatch)  # what a study draws at the default steps (its base clips, its strips)
     for script, *argv in runs:
         monkeypatch.setattr(sys, "argv", [os.path.join(docs, script), *argv])
         runpy.run_path(os.path.join(docs, script), run_name="__main__")

@@ -15,7 +15,6 @@ themselves, so it needs nothing of the old format in the code:
         --recipe lr=5e-4 warmup=50
 """
 import argparse
-import json
 import os
 
 import torch
@@ -38,11 +37,8 @@ def residual_weights(old: dict, model: mav.UNet) -> dict:
 
 
 def convert(source: str, out: str, stage: str):
-    with open(os.path.join(source, stage + ".json")) as fh:
-        meta = json.load(fh)
-    config = {k: v for k, v in meta["config"].items() if k != "residual"}
-    config["cond_channels"] = mav.STAGES[stage].unet["cond_channels"]
-    model = mav.UNet(mav.UNetConfig(**config))
+    meta = pipeline.read_json(os.path.join(source, stage + ".json"))
+    model = pipeline.network({**meta["config"], "cond_channels": mav.STAGES[stage].unet["cond_channels"]})
     pipeline.load_weights(model, residual_weights(load_file(os.path.join(source, stage + ".safetensors")), model))
     kept = {k: meta[k] for k in ("preset", "text_encoder") if k in meta}
     pipeline.save_checkpoint(out, stage, model, {**kept, "step": 0, "made_from": f"{source}/{stage}, whole frames, "
