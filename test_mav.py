@@ -1744,7 +1744,8 @@ def test_every_docs_study_runs(cascade, tmp_path, monkeypatch, capsys):
              ["modes_study.py", "--table", "--results", str(tmp_path / "modes.jsonl")]]
     runs += [["ablations.py", *ablations], ["ablations.py", *longer],
              ["ablations.py", *ablations, "--figures", "--figures-out", str(tmp_path)]]
-    assert {run[0] for run in runs} == {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py", "residual_init.py"}  # the helper; its own test
+    scripts = {f for f in os.listdir(docs) if f.endswith(".py")} - {"study.py", "residual_init.py"}
+    assert {run[0] for run in runs} == scripts  # every study: not the helper, nor residual_init.py (its own test)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(docs)  # as `python docs/<script>` has it
     sample_at_most_2_steps(monkeypatch)  # what a study draws at the default steps (its base clips, its strips)
