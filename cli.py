@@ -488,17 +488,26 @@ def check_stages(p, args, needs_video: bool):
                 f"(e.g. --stages video,{args.stages[0]})")
 
 
-def load(args, stage: str):
-    """The checkpoint of a cascade stage (from the shipped set where choose_stages borrowed it), or a one-line
-    error that says how to make it."""
+def load_networks(args, stages) -> dict:
+    """{stage: (network, meta)}, each from --checkpoints (or the shipped set where choose_stages borrowed it)
+    through pipeline.load_networks, Pipeline.load's loader; or a one-line error, which for a network the folder
+    lacks says how to make it."""
+    sources = {s: getattr(args, "borrowed", {}).get(s, args.checkpoints) for s in stages}
+    if os.path.exists(args.checkpoints) and not os.path.isdir(args.checkpoints):
+        die(f"--checkpoints {args.checkpoints} is a file, not a folder")
+    for stage, folder in sources.items():
+        if not os.path.exists(os.path.join(folder, stage + ".json")):
+            die(f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json); train it with: "
+                f"python train.py --stage {stage} --out {args.checkpoints}")
     try:
-        return pipeline.load_checkpoint(getattr(args, "borrowed", {}).get(stage, args.checkpoints), stage, args.device)
+        return pipeline.load_networks(sources, args.device)
     except pipeline.CheckpointError as e:
-        if os.path.exists(args.checkpoints) and not os.path.isdir(args.checkpoints):
-            die(f"--checkpoints {args.checkpoints} is a file, not a folder")
-        if not os.path.exists(os.path.join(args.checkpoints, stage + ".json")):
-            die(f"{e}; train it with: python train.py --stage {stage} --out {args.checkpoints}")
         die(str(e))
+
+
+def load(args, stage: str):
+    """One stage's (network, meta), as load_networks loads it."""
+    return load_networks(args, [stage])[stage]
 
 
 def choose_stages(args) -> list[str]:
@@ -547,12 +556,7 @@ def load_models(args, stages) -> dict:
     expert_of = "video" in names or animated or args.extend  # the video model or the masked network (mav.py §10)
     if expert_of and args.image_expert and os.path.exists(os.path.join(args.checkpoints, "image.json")):
         names.append("image")  # their per-frame expert
-    models = {s: load(args, s) for s in names}
-    encoders = {meta["text_encoder"] for _, meta in models.values()}
-    if len(encoders) > 1:
-        die(f"the checkpoints in {args.checkpoints}/ were trained with different text encoders: "
-            f"{sorted(encoders)}")
-    return models
+    return load_networks(args, names)
 
 
 def text_cache(args, models) -> mav.TextCache:

@@ -182,6 +182,17 @@ def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
     return model.to(device).eval(), meta
 
 
+def load_networks(sources: dict, device="cpu") -> dict:
+    """{stage: folder} -> {stage: (network, meta)}: the one loader of a cascade's networks (Pipeline.load's and
+    the scripts'), all trained with one text encoder. Raises CheckpointError (one line)."""
+    loaded = {stage: load_checkpoint(folder, stage, device) for stage, folder in sources.items()}
+    encoders = sorted({meta["text_encoder"] for _, meta in loaded.values()})
+    if len(encoders) > 1:
+        folders = " and ".join(f"{folder}/" for folder in dict.fromkeys(sources.values()))
+        raise CheckpointError(f"the checkpoints in {folders} were trained with different text encoders: {encoders}")
+    return loaded
+
+
 # The sizes a config may hold, field -> (low, high): wider than any preset by far, yet a network that a laptop
 # can build. Checked by arithmetic before anything is built: a JSON's res_blocks 100000 is refused, not built.
 CONFIG_SIZES = {"channels": (1, 1024), "res_blocks": (1, 16), "head_dim": (1, 1024), "text_dim": (1, 4096),
@@ -391,14 +402,13 @@ class Pipeline(mav.Cascade):
         held = [s for s in mav.CASCADE if s == "video" or has(s)]
         has_image = os.path.exists(os.path.join(folder, "image.json"))
         expert = ["image"] if has_image and "video" in (stages or held) else []  # the video model's expert, mav.py §10
-        models, metas = {}, {}
-        for stage in dict.fromkeys([*(stages or held), *(["interp"] if "interp" in held else []), *expert]):
-            models[stage], metas[stage] = load_checkpoint(folder, stage, device)
-        encoders = sorted({meta["text_encoder"] for meta in metas.values()})
-        if len(encoders) > 1:
-            raise CheckpointError(f"the checkpoints in {folder}/ were trained with different text encoders: {encoders}")
+        names = [*(stages or held), *(["interp"] if "interp" in held else []), *expert]
+        loaded = load_networks(dict.fromkeys(names, folder), device)
+        models = {stage: model for stage, (model, _) in loaded.items()}
+        metas = {stage: meta for stage, (_, meta) in loaded.items()}
         guidance = metas.get("video", {}).get("guidance", mav.GUIDANCE)
-        return cls(models, load_text_cache(folder, encoders[0], write=False), stages or held, guidance)
+        encoder = next(iter(metas.values()))["text_encoder"]
+        return cls(models, load_text_cache(folder, encoder, write=False), stages or held, guidance)
 
     @torch.no_grad()
     def __call__(self, prompts, seed: int = 0, **kw) -> tuple[torch.Tensor, float]:

@@ -202,7 +202,7 @@ def parse_prompt(text: str) -> tuple[int, int] | None:
 def run(args):
     """The request, after parse_args: an image grid, or videos through the cascade."""
     stages = ["image"] if args.stages == ["image"] else cli.choose_stages(args)
-    models = cli.load_models(args, stages) if stages != ["image"] else {"image": cli.load(args, "image")}
+    models = cli.load_models(args, stages) if stages != ["image"] else cli.load_networks(args, ["image"])
     for prompt in dict.fromkeys(args.prompt):
         if parse_prompt(prompt) is None:
             print(f"warning: {prompt!r} is not of the form '<digit> and <digit>', the only text the model "

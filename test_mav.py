@@ -178,6 +178,9 @@ def broken_checkpoints(trained, tmp_path):
             shutil.copy(folder / "image.json", folder / "video.json")
         elif kind == "json-list":
             (folder / "video.json").write_text("[1, 2]")
+        elif kind == "two-encoders":  # the image model's from a local folder, the video model's the packaged one
+            meta = pipeline.checkpoint_meta(str(folder), "image")
+            pipeline.atomic_write_json({**meta, "text_encoder": str(tmp_path)}, str(folder / "image.json"))
         return str(folder)
     return make
 
@@ -1829,6 +1832,15 @@ def test_sample_bad_arguments(capsys, argv, needle):
 ])
 def test_sample_refuses_wrong_checkpoints(capsys, broken_checkpoints, kind, extra, needle):
     expect_one_line_error(capsys, sample.main, ["--checkpoints", broken_checkpoints(kind), *extra], needle)
+
+
+def test_python_and_sample_py_refuse_two_text_encoders_in_the_same_line(capsys, broken_checkpoints):
+    """A video model and its image expert trained with two text encoders: Pipeline.load and sample.py (one
+    loader, pipeline.load_networks) refuse the folder in the same line."""
+    folder = broken_checkpoints("two-encoders")
+    with pytest.raises(pipeline.CheckpointError, match="were trained with different text encoders") as info:
+        pipeline.Pipeline.load(folder)
+    expect_one_line_error(capsys, sample.main, ["--checkpoints", folder], str(info.value))
 
 
 def test_train_bad_arguments_are_one_line_errors(capsys, tmp_path):
