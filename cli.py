@@ -497,8 +497,8 @@ def load_networks(args, stages) -> dict:
         die(f"--checkpoints {args.checkpoints} is a file, not a folder")
     for stage, folder in sources.items():
         if not os.path.exists(os.path.join(folder, stage + ".json")):
-            die(f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json); train it with: "
-                f"python train.py --stage {stage} --out {args.checkpoints}")
+            die(f"{pipeline.no_checkpoint(folder, stage)}; train it with: python train.py --stage {stage} "
+                f"--out {args.checkpoints}")
     try:
         return pipeline.load_networks(sources, args.device)
     except pipeline.CheckpointError as e:

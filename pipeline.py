@@ -145,12 +145,17 @@ def checkpoint_meta(folder: str, stage: str) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def no_checkpoint(folder: str, stage: str) -> str:
+    """The one line for a stage whose files are not in `folder`."""
+    return f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json)"
+
+
 def load_checkpoint(folder: str, stage: str, device="cpu", build=None):
     """-> (UNet in eval mode with fp32 weights, meta). Raises CheckpointError with a one-line reason.
     `build` makes the network from the config in the JSON (default: network(); the judge: its own)."""
     weights, config = os.path.join(folder, stage + ".safetensors"), os.path.join(folder, stage + ".json")
     if not (os.path.exists(weights) and os.path.exists(config)):
-        raise CheckpointError(f"no {stage} checkpoint in {folder}/ ({stage}.safetensors + {stage}.json)")
+        raise CheckpointError(no_checkpoint(folder, stage))
     try:
         regular_file(weights)
         meta = read_json(config)
